@@ -1,0 +1,20 @@
+# Every third-party dependency, found once; all come from Debian 12 packages
+# installed by scripts/install-deps.sh.
+find_package(Threads REQUIRED)
+find_package(absl CONFIG REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_package(glog CONFIG REQUIRED)
+find_package(ucx CONFIG REQUIRED)
+find_package(Gloo CONFIG REQUIRED)
+find_package(prometheus-cpp CONFIG REQUIRED)
+find_package(nlohmann_json CONFIG REQUIRED)
+find_package(GTest REQUIRED)
+find_package(benchmark CONFIG REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(RE2 REQUIRED IMPORTED_TARGET re2)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
+
+find_program(CPSERVE_PROTOC protoc REQUIRED)
+find_program(CPSERVE_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)

@@ -1,0 +1,55 @@
+#include "services/cli/flags.h"
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, model, "",
+          "Hugging Face model directory (config.json, *.safetensors, tokenizer.json). Empty: "
+          "the built-in synthetic model, written on first use under $XDG_CACHE_HOME/cpserve.");
+ABSL_FLAG(std::string, host, "127.0.0.1", "Address to listen on (0.0.0.0 for all interfaces).");
+ABSL_FLAG(int32_t, port, 0, "gRPC port to listen on; 0 picks a free port (printed at start).");
+ABSL_FLAG(int32_t, metrics_port, -1,
+          "Port of the Prometheus /metrics endpoint; -1 disables it, 0 picks a free port.");
+ABSL_FLAG(int32_t, verbosity, 0, "Log verbosity (glog VLOG level); 0 logs INFO and above.");
+
+ABSL_FLAG(int32_t, long_prompt_tokens, 256,
+          "Prompts with at least this many tokens are prefilled by a prefill pool (PCP) and "
+          "their KV transferred; shorter ones are prefilled by the decode pool.");
+ABSL_FLAG(int32_t, max_queued_requests, 256,
+          "Requests the router holds before answering RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int32_t, heartbeat_timeout_ms, 3000,
+          "A pool whose heartbeat is this late is marked down.");
+
+ABSL_FLAG(std::string, pool, "", "Name of this rank's pool, e.g. prefill-0 (unique per cluster).");
+ABSL_FLAG(int32_t, rank, 0, "This process's rank in its pool, in [0, world_size).");
+ABSL_FLAG(int32_t, world_size, 1, "Ranks in the pool (the context-parallel degree P or D).");
+ABSL_FLAG(std::string, leader, "",
+          "host:port of rank 0 of the pool (its rendezvous store); empty on rank 0 itself.");
+ABSL_FLAG(std::string, router, "", "host:port of the router to register with; empty: none.");
+ABSL_FLAG(std::string, device, "cpu", "Backend of this rank: cpu (fp32) or cuda[:index] (bf16).");
+ABSL_FLAG(int32_t, block_size, 16, "KV block size B in tokens.");
+ABSL_FLAG(int32_t, interleave, 0,
+          "KV interleave size I in tokens (divides block_size); 0 means I = block_size.");
+ABSL_FLAG(int64_t, num_kv_blocks, 0,
+          "KV blocks per rank; 0 sizes the pool from free memory (CPU: 1 GiB of KV).");
+ABSL_FLAG(int32_t, max_batch_tokens, 2048, "Token budget of one engine step (chunked prefill).");
+ABSL_FLAG(int32_t, max_running_requests, 64, "Requests decoded together at most.");
+ABSL_FLAG(int32_t, collective_timeout_ms, 30000,
+          "A collective or rendezvous that waits longer fails the step and marks the pool "
+          "unhealthy.");
+
+ABSL_FLAG(int32_t, prefill_ranks, 2, "Ranks of the local prefill pool (P); 0: no prefill pool.");
+ABSL_FLAG(int32_t, decode_ranks, 2, "Ranks of the local decode pool (D).");
+
+ABSL_FLAG(std::string, address, "127.0.0.1:50051", "host:port of the router.");
+ABSL_FLAG(std::string, prompt, "", "Prompt text; '-' reads it from standard input.");
+ABSL_FLAG(int32_t, max_tokens, 64, "Most tokens to generate.");
+ABSL_FLAG(double, temperature, 0.0, "Sampling temperature; 0 is greedy.");
+ABSL_FLAG(int32_t, top_k, 0, "Sample among the k most likely tokens; 0: all.");
+ABSL_FLAG(double, top_p, 1.0, "Nucleus sampling threshold in (0, 1].");
+ABSL_FLAG(int64_t, seed, -1, "Sampling seed; -1: chosen by the server.");
+ABSL_FLAG(bool, json, false, "Print one JSON object per streamed message instead of text.");
+ABSL_FLAG(int32_t, timeout_ms, 0, "Deadline of the request in milliseconds; 0: none.");
+
+ABSL_FLAG(std::string, out, "", "Directory to write the model into (created if missing).");
+ABSL_FLAG(std::string, preset, "tiny",
+          "Synthetic model shape: tiny (4 layers, hidden 256, 8 heads, 2 KV heads).");

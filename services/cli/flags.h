@@ -1,0 +1,49 @@
+// Every command-line flag of the `cpserve` binary. Each subcommand names the
+// flags it accepts (subcommands.cc); a flag given to a subcommand that does not
+// take it is an error, so deployment manifests can be checked against --help.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/flags/declare.h"
+
+// Shared by the services.
+ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(std::string, host);
+ABSL_DECLARE_FLAG(int32_t, port);
+ABSL_DECLARE_FLAG(int32_t, metrics_port);
+ABSL_DECLARE_FLAG(int32_t, verbosity);
+// Router.
+ABSL_DECLARE_FLAG(int32_t, long_prompt_tokens);
+ABSL_DECLARE_FLAG(int32_t, max_queued_requests);
+ABSL_DECLARE_FLAG(int32_t, heartbeat_timeout_ms);
+// Pools.
+ABSL_DECLARE_FLAG(std::string, pool);
+ABSL_DECLARE_FLAG(int32_t, rank);
+ABSL_DECLARE_FLAG(int32_t, world_size);
+ABSL_DECLARE_FLAG(std::string, leader);
+ABSL_DECLARE_FLAG(std::string, router);
+ABSL_DECLARE_FLAG(std::string, device);
+ABSL_DECLARE_FLAG(int32_t, block_size);
+ABSL_DECLARE_FLAG(int32_t, interleave);
+ABSL_DECLARE_FLAG(int64_t, num_kv_blocks);
+ABSL_DECLARE_FLAG(int32_t, max_batch_tokens);
+ABSL_DECLARE_FLAG(int32_t, max_running_requests);
+ABSL_DECLARE_FLAG(int32_t, collective_timeout_ms);
+// up.
+ABSL_DECLARE_FLAG(int32_t, prefill_ranks);
+ABSL_DECLARE_FLAG(int32_t, decode_ranks);
+// generate.
+ABSL_DECLARE_FLAG(std::string, address);
+ABSL_DECLARE_FLAG(std::string, prompt);
+ABSL_DECLARE_FLAG(int32_t, max_tokens);
+ABSL_DECLARE_FLAG(double, temperature);
+ABSL_DECLARE_FLAG(int32_t, top_k);
+ABSL_DECLARE_FLAG(double, top_p);
+ABSL_DECLARE_FLAG(int64_t, seed);
+ABSL_DECLARE_FLAG(bool, json);
+ABSL_DECLARE_FLAG(int32_t, timeout_ms);
+// make-model.
+ABSL_DECLARE_FLAG(std::string, out);
+ABSL_DECLARE_FLAG(std::string, preset);

@@ -1,0 +1,71 @@
+// The table of subcommands. Each subcommand's implementation lives beside the
+// service it starts; this file only wires names, help and flags to them.
+#include "services/cli/subcommand.h"
+
+namespace cpserve::cli {
+
+const std::vector<Subcommand>& Subcommands() {
+  static const std::vector<Subcommand> kSubcommands = {
+      {"router",
+       "Run the router: public gRPC API, pool registry, routing.",
+       "Serves the public cpserve.v1.Generation API, grpc.health.v1 and server reflection. "
+       "Pools register with it and heartbeat their load; prompts of at least "
+       "--long_prompt_tokens tokens go to a prefill pool (PCP prefill, then KV transfer), "
+       "shorter ones are prefilled by a decode pool.",
+       {"model", "host", "port", "metrics_port", "verbosity", "long_prompt_tokens",
+        "max_queued_requests", "heartbeat_timeout_ms"},
+       nullptr,
+       "the serving-path issue (router, pools, `cpserve up`)"},
+      {"prefill",
+       "Run one rank of a prefill pool (prefill context parallelism).",
+       "Starts rank --rank of a prefill pool of --world_size ranks. Rank 0 (the leader) "
+       "serves the pool's gRPC API, hosts the rendezvous store and registers with the "
+       "router; every rank computes its DualChunkSwap share of each prompt and pushes the KV "
+       "it owns to the decode pool over UCX.",
+       {"model", "host", "port", "metrics_port", "verbosity", "pool", "rank", "world_size",
+        "leader", "router", "device", "block_size", "interleave", "num_kv_blocks",
+        "max_batch_tokens", "max_running_requests", "collective_timeout_ms"},
+       nullptr,
+       "the serving-path issue (router, pools, `cpserve up`)"},
+      {"decode",
+       "Run one rank of a decode pool (decode context parallelism).",
+       "Starts rank --rank of a decode pool of --world_size ranks. Each rank keeps an "
+       "interleaved slice of every sequence's KV; attention over the slices is merged by "
+       "log-sum-exp. Rank 0 serves the pool's gRPC API, runs the continuous-batching "
+       "scheduler and registers with the router.",
+       {"model", "host", "port", "metrics_port", "verbosity", "pool", "rank", "world_size",
+        "leader", "router", "device", "block_size", "interleave", "num_kv_blocks",
+        "max_batch_tokens", "max_running_requests", "collective_timeout_ms"},
+       nullptr,
+       "the serving-path issue (router, pools, `cpserve up`)"},
+      {"up",
+       "Start a local cluster: router + prefill pool + decode pool.",
+       "Starts the router, a prefill pool of --prefill_ranks ranks and a decode pool of "
+       "--decode_ranks ranks as separate processes on loopback, waits until all are healthy, "
+       "prints the router's address, and stops them all on Ctrl-C or SIGTERM.",
+       {"model", "host", "port", "metrics_port", "verbosity", "prefill_ranks", "decode_ranks",
+        "long_prompt_tokens", "device", "block_size", "interleave", "num_kv_blocks"},
+       nullptr,
+       "the serving-path issue (router, pools, `cpserve up`)"},
+      {"generate",
+       "Send a prompt to a router and stream the answer.",
+       "Calls cpserve.v1.Generation/Generate on --address and streams the generated text to "
+       "standard output, then the finish reason and timings to standard error. With --json, "
+       "prints one JSON object per streamed message.",
+       {"address", "prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "json",
+        "timeout_ms", "verbosity"},
+       nullptr,
+       "the serving-path issue (router, pools, `cpserve up`)"},
+      {"make-model",
+       "Write the synthetic model (Hugging Face format) to a directory.",
+       "Writes config.json, model.safetensors and tokenizer.json of a small Llama-family "
+       "model with deterministic weights drawn from --seed. It is the built-in model of the "
+       "demo and the tests.",
+       {"out", "preset", "seed", "verbosity"},
+       nullptr,
+       "the single-rank engine issue (model loader, synthetic model)"},
+  };
+  return kSubcommands;
+}
+
+}  // namespace cpserve::cli
