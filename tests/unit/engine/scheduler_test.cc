@@ -1,0 +1,1 @@
+#include "worker/engine/scheduler.h"
