@@ -27,6 +27,11 @@
 // is shortened to what fits; if nothing fits it preempts younger unplanned requests, else it
 // waits a step holding its blocks.
 //
+// Progress: a request accepted by Add() fits an empty pool, and younger work yields to
+// older work, so every request finishes — provided the engine releases the blocks of
+// kFinished (held) requests and completes the transfers of kAwaitingKv ones, which no
+// preemption can reclaim.
+//
 // Deterministic: the same sequence of calls yields the same plans and block ids.
 // Pure logic: no threads, no I/O; not thread-safe (owned by the engine's scheduler thread).
 #pragma once
