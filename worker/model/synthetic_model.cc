@@ -146,8 +146,10 @@ absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> GenerateSyntheticTen
     }
     if (scale == 0) {  // a Linear weight [out, in]
       const double in = static_cast<double>(shape[1]);
-      const bool output_proj = ends_with("o_proj.weight") || ends_with("down_proj.weight");
-      scale = (output_proj ? 0.5 : 1.0) / std::sqrt(in);
+      // Sharper attention (q/k ×2: score sd ≈ 4) makes outputs depend on context, so greedy
+      // decoding does not fall into a short cycle driven by the last token alone.
+      const bool qk = ends_with("q_proj.weight") || ends_with("k_proj.weight");
+      scale = (qk ? 2.0 : 1.0) / std::sqrt(in);
     }
     auto t = Make(o, name, shape, offset, scale);
     if (!t.ok()) return t.status();

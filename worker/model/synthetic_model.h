@@ -4,9 +4,11 @@
 //
 // Weights: counter-based RNG (splitmix64 of seed, a hash of the tensor name, and the
 // element index) → standard normal (Box–Muller), scaled so activations stay O(1):
-//   embed_tokens N(0, 1) (untied) or N(0, 1/sqrt(H)) (tied);  q/k/v/gate/up/lm_head
-//   N(0, 1/sqrt(in_features));  o_proj/down_proj N(0, 0.5/sqrt(in_features));
+//   embed_tokens N(0, 1) (untied) or N(0, 1/sqrt(H)) (tied);  q_proj/k_proj
+//   N(0, 2/sqrt(in_features));  v/o/gate/up/down_proj and lm_head N(0, 1/sqrt(in_features));
 //   norm weights 1 + 0.1·N(0, 1);  biases 0.2·N(0, 1).
+// Checked by tests/unit/model/synthetic_model_sanity_test: logits sd ≈ 1 and greedy decoding
+// of the tiny preset yields varied tokens (no immediate single-token collapse).
 // Values are drawn in fp32 and rounded once to the storage dtype.
 #pragma once
 
