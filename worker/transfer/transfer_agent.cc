@@ -99,6 +99,25 @@ class TransferAgent::Impl {
   std::map<std::string, std::unique_ptr<SendTransfer>> sends;
   std::map<std::string, std::unique_ptr<RecvTransfer>> recvs;
   std::vector<std::function<void()>> deferred;
+  // Final status of recently released failed transfers, so that a sender that
+  // comes late learns why (CANCELLED, DEADLINE_EXCEEDED) instead of NOT_FOUND.
+  std::map<std::string, absl::Status> tombstones;
+  std::deque<std::string> tombstone_order;
+
+  void EraseRecv(const std::string& id) {
+    auto it = recvs.find(id);
+    if (it == recvs.end()) return;
+    const auto& st = it->second->outcome->status;
+    if (st && !st->ok()) {
+      tombstones[id] = *st;
+      tombstone_order.push_back(id);
+      if (tombstone_order.size() > 4096) {
+        tombstones.erase(tombstone_order.front());
+        tombstone_order.pop_front();
+      }
+    }
+    recvs.erase(it);
+  }
 
   std::mutex task_mu;
   std::deque<std::function<void()>> tasks;
@@ -139,7 +158,8 @@ class TransferAgent::Impl {
     params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                         UCP_EP_PARAM_FIELD_ERR_HANDLER;
     params.address = reinterpret_cast<const ucp_address_t*>(addr.data());
-    params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    params.err_mode =
+        options.peer_failure_detection ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
     params.err_handler.cb = &Impl::OnEpError;
     params.err_handler.arg = this;
     ucp_ep_h ep = nullptr;
@@ -292,6 +312,8 @@ class TransferAgent::Impl {
     absl::Status refuse;
     if (n.agent_epoch() != epoch) {
       refuse = absl::FailedPreconditionError("stale target: decode agent restarted");
+    } else if (it == recvs.end() && tombstones.count(n.transfer_id())) {
+      refuse = tombstones[n.transfer_id()];
     } else if (it == recvs.end()) {
       refuse = absl::NotFoundError(absl::StrCat("no reservation for ", n.transfer_id()));
     } else if (it->second->state != RecvTransfer::kLive) {
@@ -355,7 +377,7 @@ class TransferAgent::Impl {
     r.blocks.clear();
     r.active.clear();
     r.freed = true;
-    if (r.erase_when_freed) recvs.erase(r.id);
+    if (r.erase_when_freed) EraseRecv(r.id);
   }
 
   // ---- sender ------------------------------------------------------------
@@ -401,6 +423,7 @@ class TransferAgent::Impl {
   }
 
   void PostPuts(SendTransfer& s) {
+    if (options.before_puts_for_test) options.before_puts_for_test(s.id);
     const auto& dests = s.req.target.destinations();
     for (const TransferRun& run : s.runs) {
       if (s.eps[run.dst_rank]->failed) continue;
@@ -417,7 +440,6 @@ class TransferAgent::Impl {
       if (req != nullptr) ucp_request_free(req);  // completion is tracked by the flush
     }
     s.puts_posted = true;
-    if (options.after_puts_posted_for_test) options.after_puts_posted_for_test(s.id);
     s.flushes_pending = static_cast<int>(s.eps.size());
     for (size_t d = 0; d < s.eps.size(); ++d) {
       if (s.eps[d]->failed) {
@@ -742,7 +764,7 @@ absl::Status TransferAgent::Release(const std::string& transfer_id) {
     if (r.state == Impl::RecvTransfer::kComplete && !r.freed) {
       impl_->FreeBlocks(r);  // erases r
     } else if (r.freed) {
-      impl_->recvs.erase(it);
+      impl_->EraseRecv(transfer_id);
     }
     return absl::OkStatus();
   });

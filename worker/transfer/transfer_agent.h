@@ -38,8 +38,12 @@ struct AgentOptions {
   // The progress thread keeps polling this long after the last event before it
   // sleeps on the worker's event fd (latency vs. idle CPU).
   absl::Duration spin_before_sleep = absl::Microseconds(200);
+  // UCP_ERR_HANDLING_MODE_PEER on every endpoint, so that a dead peer fails its
+  // transfers at once. UCX 1.13's shared-memory transports (posix, sysv, cma)
+  // cannot do it: set false for them; deadlines then bound a dead peer's damage.
+  bool peer_failure_detection = true;
   // Test hooks, run on the progress thread (never set in production).
-  std::function<void(const std::string& transfer_id)> after_puts_posted_for_test;
+  std::function<void(const std::string& transfer_id)> before_puts_for_test;
 };
 
 // The worker's KV cache: one region shaped [num_blocks][layers][2][B][Hkv][D],

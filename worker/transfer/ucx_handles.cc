@@ -11,7 +11,6 @@ absl::Status UcsToStatus(ucs_status_t status, const std::string& what) {
     case UCS_ERR_CANCELED:
       return absl::CancelledError(msg);
     case UCS_ERR_TIMED_OUT:
-    case UCS_ERR_ENDPOINT_TIMEOUT:
       return absl::DeadlineExceededError(msg);
     case UCS_ERR_INVALID_PARAM:
       return absl::InvalidArgumentError(msg);
