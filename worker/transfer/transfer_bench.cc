@@ -57,7 +57,8 @@ std::string ReadAll(int fd) {
 // blocks (its region is re-registered when the block size changes) and answers
 // the destination; "wait <id>" -> waits, releases, answers "ok".
 int RunReceiver(int in, int out, bool peer_detect) {
-  AgentOptions options{.name = "bench-recv"};
+  AgentOptions options;
+  options.name = "bench-recv";
   options.peer_failure_detection = peer_detect;
   std::vector<char> region(kTotalBytes + kMaxBlock);
   std::unique_ptr<TransferAgent> agent;
@@ -142,7 +143,8 @@ void RunTransport(const std::string& label, const std::string& tls, bool peer_de
     const int64_t blocks = kTotalBytes / bytes;
     WriteAll(out, absl::StrCat(bytes, " region"));
     const std::string remote_address = ReadAll(in);
-    AgentOptions options{.name = "bench-send"};
+    AgentOptions options;
+    options.name = "bench-send";
     options.peer_failure_detection = peer_detect;
     auto agent = *TransferAgent::Create(options);
     CHECK(agent

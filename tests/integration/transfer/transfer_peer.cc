@@ -111,7 +111,8 @@ int Receive() {
   const uint64_t stride = g.BlockBytes() + 64;
   std::vector<uint8_t> region(num_blocks * stride, kPoison);
 
-  AgentOptions options{.name = "recv"};
+  AgentOptions options;
+  options.name = "recv";
   options.peer_failure_detection = Arg("peer_detect", "1") == "1";
   auto agent = TransferAgent::Create(options);
   CHECK_OK(agent.status());
@@ -172,7 +173,8 @@ int Send() {
   ids.resize(need);
   Place(layout, rank, len, ids, stride, region);
 
-  AgentOptions options{.name = "send"};
+  AgentOptions options;
+  options.name = "send";
   options.peer_failure_detection = Arg("peer_detect", "1") == "1";
   if (Arg("mode") == "die_before_puts") {
     options.before_puts_for_test = [](const std::string&) { raise(SIGKILL); };
