@@ -150,9 +150,9 @@ absl::StatusOr<Problem> MakeProblem(const Tensor& q, const Tensor& o, const Tens
                                     int64_t hkv, int64_t d, const AttentionOptions& options,
                                     const char* op) {
   Problem p;
-  CPSERVE_ASSIGN_OR_RETURN(qh, cpu::AsHeads(q, "attention q"));
-  CPSERVE_ASSIGN_OR_RETURN(oh, cpu::AsHeads(o, "attention o"));
-  CPSERVE_ASSIGN_OR_RETURN(lr, cpu::AsLse(lse, "attention lse"));
+  CPSERVE_ASSIGN_OR_RETURN(auto qh, cpu::AsHeads(q, "attention q"));
+  CPSERVE_ASSIGN_OR_RETURN(auto oh, cpu::AsHeads(o, "attention o"));
+  CPSERVE_ASSIGN_OR_RETURN(auto lr, cpu::AsLse(lse, "attention lse"));
   if (qh.dim != d || qh.dim == 0 || hkv == 0 || qh.heads % hkv != 0 || o.shape() != q.shape() ||
       lr.rows != qh.tokens || lr.cols != qh.heads) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -183,13 +183,13 @@ absl::Status CpuBackend::PrefillAttention(const Tensor& q, const Tensor& k, cons
                                           const KvCacheView* cache, int64_t layer,
                                           const AttentionOptions& options, const Tensor& o,
                                           const Tensor& lse) {
-  CPSERVE_ASSIGN_OR_RETURN(kh, cpu::AsHeads(k, "PrefillAttention k"));
-  CPSERVE_ASSIGN_OR_RETURN(vh, cpu::AsHeads(v, "PrefillAttention v"));
+  CPSERVE_ASSIGN_OR_RETURN(auto kh, cpu::AsHeads(k, "PrefillAttention k"));
+  CPSERVE_ASSIGN_OR_RETURN(auto vh, cpu::AsHeads(v, "PrefillAttention v"));
   if (k.shape() != v.shape()) {
     return absl::InvalidArgumentError(absl::StrCat("PrefillAttention: k ", k.DebugString(),
                                                    " and v ", v.DebugString(), " differ"));
   }
-  CPSERVE_ASSIGN_OR_RETURN(p,
+  CPSERVE_ASSIGN_OR_RETURN(auto p,
                            MakeProblem(q, o, lse, kh.heads, kh.dim, options, "PrefillAttention"));
   for (size_t i = 0; i < segments.size(); ++i) {
     const PrefillSegment& s = segments[i];
@@ -229,8 +229,8 @@ absl::Status CpuBackend::PagedAttention(const Tensor& q, absl::Span<const PagedS
                                         const AttentionOptions& options, const Tensor& o,
                                         const Tensor& lse) {
   if (absl::Status st = cache.Validate(); !st.ok()) return st;
-  CPSERVE_ASSIGN_OR_RETURN(
-      p, MakeProblem(q, o, lse, cache.num_kv_heads, cache.head_dim, options, "PagedAttention"));
+  CPSERVE_ASSIGN_OR_RETURN(auto p, MakeProblem(q, o, lse, cache.num_kv_heads, cache.head_dim,
+                                               options, "PagedAttention"));
   for (size_t i = 0; i < segments.size(); ++i) {
     const PagedSegment& s = segments[i];
     if (absl::Status st = CheckRange(s.q_start, s.q_len, p.q.tokens, "q", i); !st.ok()) return st;

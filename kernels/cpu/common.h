@@ -7,13 +7,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/status_macros.h"
 #include "kernels/tensor.h"
-
-// `auto lhs = value of expr`, returning its status from the caller on error.
-#define CPSERVE_ASSIGN_OR_RETURN(lhs, expr)     \
-  auto lhs##_or = (expr);                       \
-  if (!lhs##_or.ok()) return lhs##_or.status(); \
-  auto lhs = *std::move(lhs##_or)
 
 namespace cpserve::cpu {
 

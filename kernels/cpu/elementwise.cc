@@ -28,8 +28,8 @@ void RmsNormRow(const float* x, const float* w, float eps, int64_t n, float* out
 }  // namespace
 
 absl::Status CpuBackend::Embedding(const Tensor& table, const Tensor& ids, const Tensor& out) {
-  CPSERVE_ASSIGN_OR_RETURN(t, cpu::AsRows(table, "Embedding table"));
-  CPSERVE_ASSIGN_OR_RETURN(o, cpu::AsRows(out, "Embedding out"));
+  CPSERVE_ASSIGN_OR_RETURN(auto t, cpu::AsRows(table, "Embedding table"));
+  CPSERVE_ASSIGN_OR_RETURN(auto o, cpu::AsRows(out, "Embedding out"));
   if (absl::Status s = cpu::CheckTensor(ids, DType::kI32, "Embedding ids"); !s.ok()) return s;
   if (ids.rank() != 1 || table.rank() != 2 || out.rank() != 2 || o.rows != ids.dim(0) ||
       o.cols != t.cols) {
@@ -53,9 +53,9 @@ absl::Status CpuBackend::Embedding(const Tensor& table, const Tensor& ids, const
 
 absl::Status CpuBackend::RmsNorm(const Tensor& x, const Tensor& weight, float eps,
                                  const Tensor& out) {
-  CPSERVE_ASSIGN_OR_RETURN(xr, cpu::AsRows(x, "RmsNorm x"));
-  CPSERVE_ASSIGN_OR_RETURN(orr, cpu::AsRows(out, "RmsNorm out"));
-  CPSERVE_ASSIGN_OR_RETURN(w, cpu::AsRows(weight, "RmsNorm weight"));
+  CPSERVE_ASSIGN_OR_RETURN(auto xr, cpu::AsRows(x, "RmsNorm x"));
+  CPSERVE_ASSIGN_OR_RETURN(auto orr, cpu::AsRows(out, "RmsNorm out"));
+  CPSERVE_ASSIGN_OR_RETURN(auto w, cpu::AsRows(weight, "RmsNorm weight"));
   if (absl::Status s = SameRows(xr, orr, "RmsNorm"); !s.ok()) return s;
   if (weight.rank() != 1 || w.cols != xr.cols) {
     return absl::InvalidArgumentError(absl::StrCat("RmsNorm: weight ", weight.DebugString(),
@@ -67,10 +67,10 @@ absl::Status CpuBackend::RmsNorm(const Tensor& x, const Tensor& weight, float ep
 
 absl::Status CpuBackend::AddRmsNorm(const Tensor& residual, const Tensor& x, const Tensor& weight,
                                     float eps, const Tensor& out) {
-  CPSERVE_ASSIGN_OR_RETURN(rr, cpu::AsRows(residual, "AddRmsNorm residual"));
-  CPSERVE_ASSIGN_OR_RETURN(xr, cpu::AsRows(x, "AddRmsNorm x"));
-  CPSERVE_ASSIGN_OR_RETURN(orr, cpu::AsRows(out, "AddRmsNorm out"));
-  CPSERVE_ASSIGN_OR_RETURN(w, cpu::AsRows(weight, "AddRmsNorm weight"));
+  CPSERVE_ASSIGN_OR_RETURN(auto rr, cpu::AsRows(residual, "AddRmsNorm residual"));
+  CPSERVE_ASSIGN_OR_RETURN(auto xr, cpu::AsRows(x, "AddRmsNorm x"));
+  CPSERVE_ASSIGN_OR_RETURN(auto orr, cpu::AsRows(out, "AddRmsNorm out"));
+  CPSERVE_ASSIGN_OR_RETURN(auto w, cpu::AsRows(weight, "AddRmsNorm weight"));
   if (absl::Status s = SameRows(rr, xr, "AddRmsNorm"); !s.ok()) return s;
   if (absl::Status s = SameRows(rr, orr, "AddRmsNorm"); !s.ok()) return s;
   if (weight.rank() != 1 || w.cols != xr.cols) {
@@ -87,9 +87,9 @@ absl::Status CpuBackend::AddRmsNorm(const Tensor& residual, const Tensor& x, con
 }
 
 absl::Status CpuBackend::SiluMul(const Tensor& gate, const Tensor& up, const Tensor& out) {
-  CPSERVE_ASSIGN_OR_RETURN(g, cpu::AsRows(gate, "SiluMul gate"));
-  CPSERVE_ASSIGN_OR_RETURN(u, cpu::AsRows(up, "SiluMul up"));
-  CPSERVE_ASSIGN_OR_RETURN(o, cpu::AsRows(out, "SiluMul out"));
+  CPSERVE_ASSIGN_OR_RETURN(auto g, cpu::AsRows(gate, "SiluMul gate"));
+  CPSERVE_ASSIGN_OR_RETURN(auto u, cpu::AsRows(up, "SiluMul up"));
+  CPSERVE_ASSIGN_OR_RETURN(auto o, cpu::AsRows(out, "SiluMul out"));
   if (absl::Status s = SameRows(g, u, "SiluMul"); !s.ok()) return s;
   if (absl::Status s = SameRows(g, o, "SiluMul"); !s.ok()) return s;
   for (int64_t r = 0; r < g.rows; ++r) {
@@ -102,9 +102,9 @@ absl::Status CpuBackend::SiluMul(const Tensor& gate, const Tensor& up, const Ten
 }
 
 absl::Status CpuBackend::Add(const Tensor& a, const Tensor& b, const Tensor& out) {
-  CPSERVE_ASSIGN_OR_RETURN(ar, cpu::AsRows(a, "Add a"));
-  CPSERVE_ASSIGN_OR_RETURN(br, cpu::AsRows(b, "Add b"));
-  CPSERVE_ASSIGN_OR_RETURN(o, cpu::AsRows(out, "Add out"));
+  CPSERVE_ASSIGN_OR_RETURN(auto ar, cpu::AsRows(a, "Add a"));
+  CPSERVE_ASSIGN_OR_RETURN(auto br, cpu::AsRows(b, "Add b"));
+  CPSERVE_ASSIGN_OR_RETURN(auto o, cpu::AsRows(out, "Add out"));
   if (a.shape() != b.shape() || a.shape() != out.shape()) {
     return absl::InvalidArgumentError(absl::StrCat("Add: shape mismatch ", a.DebugString(), ", ",
                                                    b.DebugString(), ", ", out.DebugString()));
@@ -121,7 +121,7 @@ absl::Status CpuBackend::Add(const Tensor& a, const Tensor& b, const Tensor& out
 absl::Status CpuBackend::GatherRows(const Tensor& x, const Tensor& index, const Tensor& out) {
   if (absl::Status s = cpu::CheckTensor(x, DType::kF32, "GatherRows x"); !s.ok()) return s;
   if (absl::Status s = cpu::CheckTensor(out, DType::kF32, "GatherRows out"); !s.ok()) return s;
-  CPSERVE_ASSIGN_OR_RETURN(idx, cpu::ReadIndices(index, "GatherRows index"));
+  CPSERVE_ASSIGN_OR_RETURN(auto idx, cpu::ReadIndices(index, "GatherRows index"));
   if (x.rank() < 1 || out.rank() != x.rank() || out.dim(0) != static_cast<int64_t>(idx.size())) {
     return absl::InvalidArgumentError(absl::StrCat("GatherRows: x ", x.DebugString(), ", index ",
                                                    index.DebugString(), ", out ",

@@ -37,15 +37,15 @@ absl::Status SameHeads(const cpu::Heads& a, const cpu::Heads& b, const char* op)
 
 absl::Status CpuBackend::WriteKvCache(int64_t layer, const Tensor& k, const Tensor& v,
                                       const Tensor& slot_mapping, const KvCacheView& cache) {
-  CPSERVE_ASSIGN_OR_RETURN(kh, cpu::AsHeads(k, "WriteKvCache k"));
-  CPSERVE_ASSIGN_OR_RETURN(vh, cpu::AsHeads(v, "WriteKvCache v"));
+  CPSERVE_ASSIGN_OR_RETURN(auto kh, cpu::AsHeads(k, "WriteKvCache k"));
+  CPSERVE_ASSIGN_OR_RETURN(auto vh, cpu::AsHeads(v, "WriteKvCache v"));
   if (absl::Status s = SameHeads(kh, vh, "WriteKvCache"); !s.ok()) return s;
   if (absl::Status s = CheckCache(cache, layer, kh, "WriteKvCache"); !s.ok()) return s;
   if (absl::Status s = cpu::CheckTensor(slot_mapping, DType::kI64, "WriteKvCache slot_mapping");
       !s.ok()) {
     return s;
   }
-  CPSERVE_ASSIGN_OR_RETURN(slots, cpu::ReadIndices(slot_mapping, "WriteKvCache slot_mapping"));
+  CPSERVE_ASSIGN_OR_RETURN(auto slots, cpu::ReadIndices(slot_mapping, "WriteKvCache slot_mapping"));
   if (static_cast<int64_t>(slots.size()) != kh.tokens) {
     return absl::InvalidArgumentError(
         absl::StrCat("WriteKvCache: ", slots.size(), " slots for ", kh.tokens, " tokens"));
@@ -72,8 +72,8 @@ absl::Status CpuBackend::WriteKvCache(int64_t layer, const Tensor& k, const Tens
 absl::Status CpuBackend::GatherKvCache(int64_t layer, absl::Span<const int32_t> block_table,
                                        int64_t len, const KvCacheView& cache, const Tensor& k_out,
                                        const Tensor& v_out) {
-  CPSERVE_ASSIGN_OR_RETURN(kh, cpu::AsHeads(k_out, "GatherKvCache k_out"));
-  CPSERVE_ASSIGN_OR_RETURN(vh, cpu::AsHeads(v_out, "GatherKvCache v_out"));
+  CPSERVE_ASSIGN_OR_RETURN(auto kh, cpu::AsHeads(k_out, "GatherKvCache k_out"));
+  CPSERVE_ASSIGN_OR_RETURN(auto vh, cpu::AsHeads(v_out, "GatherKvCache v_out"));
   if (absl::Status s = SameHeads(kh, vh, "GatherKvCache"); !s.ok()) return s;
   if (absl::Status s = CheckCache(cache, layer, kh, "GatherKvCache"); !s.ok()) return s;
   if (len < 0 || kh.tokens != len) {

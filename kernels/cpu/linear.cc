@@ -11,9 +11,9 @@ namespace cpserve {
 
 absl::Status CpuBackend::Linear(const Tensor& x, const Tensor& w, const Tensor& bias,
                                 const Tensor& out) {
-  CPSERVE_ASSIGN_OR_RETURN(xr, cpu::AsRows(x, "Linear x"));
-  CPSERVE_ASSIGN_OR_RETURN(wr, cpu::AsRows(w, "Linear w"));
-  CPSERVE_ASSIGN_OR_RETURN(o, cpu::AsRows(out, "Linear out"));
+  CPSERVE_ASSIGN_OR_RETURN(auto xr, cpu::AsRows(x, "Linear x"));
+  CPSERVE_ASSIGN_OR_RETURN(auto wr, cpu::AsRows(w, "Linear w"));
+  CPSERVE_ASSIGN_OR_RETURN(auto o, cpu::AsRows(out, "Linear out"));
   if (x.rank() != 2 || w.rank() != 2 || out.rank() != 2 || xr.cols != wr.cols ||
       o.rows != xr.rows || o.cols != wr.rows) {
     return absl::InvalidArgumentError(absl::StrCat("Linear: x ", x.DebugString(), ", w ",
@@ -22,7 +22,7 @@ absl::Status CpuBackend::Linear(const Tensor& x, const Tensor& w, const Tensor& 
   }
   const float* b = nullptr;
   if (bias.defined()) {
-    CPSERVE_ASSIGN_OR_RETURN(br, cpu::AsRows(bias, "Linear bias"));
+    CPSERVE_ASSIGN_OR_RETURN(auto br, cpu::AsRows(bias, "Linear bias"));
     if (bias.rank() != 1 || br.cols != wr.rows) {
       return absl::InvalidArgumentError(
           absl::StrCat("Linear: bias ", bias.DebugString(), " does not match N=", wr.rows));

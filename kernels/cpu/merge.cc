@@ -29,12 +29,12 @@ absl::Status CpuBackend::MergeAttentionStates(const Tensor& o_a, const Tensor& l
                                               const Tensor& o_b, const Tensor& lse_b,
                                               const Tensor& o, const Tensor& lse) {
   constexpr const char* kOp = "MergeAttentionStates";
-  CPSERVE_ASSIGN_OR_RETURN(oa, cpu::AsHeads(o_a, "MergeAttentionStates o_a"));
-  CPSERVE_ASSIGN_OR_RETURN(ob, cpu::AsHeads(o_b, "MergeAttentionStates o_b"));
-  CPSERVE_ASSIGN_OR_RETURN(oo, cpu::AsHeads(o, "MergeAttentionStates o"));
-  CPSERVE_ASSIGN_OR_RETURN(la, cpu::AsLse(lse_a, "MergeAttentionStates lse_a"));
-  CPSERVE_ASSIGN_OR_RETURN(lb, cpu::AsLse(lse_b, "MergeAttentionStates lse_b"));
-  CPSERVE_ASSIGN_OR_RETURN(lo, cpu::AsLse(lse, "MergeAttentionStates lse"));
+  CPSERVE_ASSIGN_OR_RETURN(auto oa, cpu::AsHeads(o_a, "MergeAttentionStates o_a"));
+  CPSERVE_ASSIGN_OR_RETURN(auto ob, cpu::AsHeads(o_b, "MergeAttentionStates o_b"));
+  CPSERVE_ASSIGN_OR_RETURN(auto oo, cpu::AsHeads(o, "MergeAttentionStates o"));
+  CPSERVE_ASSIGN_OR_RETURN(auto la, cpu::AsLse(lse_a, "MergeAttentionStates lse_a"));
+  CPSERVE_ASSIGN_OR_RETURN(auto lb, cpu::AsLse(lse_b, "MergeAttentionStates lse_b"));
+  CPSERVE_ASSIGN_OR_RETURN(auto lo, cpu::AsLse(lse, "MergeAttentionStates lse"));
   if (absl::Status s = SameAttnShape(oa, la, ob, lb, kOp); !s.ok()) return s;
   if (absl::Status s = SameAttnShape(oa, la, oo, lo, kOp); !s.ok()) return s;
   const int64_t d = oa.dim;
@@ -74,7 +74,7 @@ absl::Status CpuBackend::CombineLse(const Tensor& lse_parts, const Tensor& lse) 
   if (absl::Status s = cpu::CheckTensor(lse_parts, DType::kF32, "CombineLse lse_parts"); !s.ok()) {
     return s;
   }
-  CPSERVE_ASSIGN_OR_RETURN(lo, cpu::AsLse(lse, "CombineLse lse"));
+  CPSERVE_ASSIGN_OR_RETURN(auto lo, cpu::AsLse(lse, "CombineLse lse"));
   if (lse_parts.rank() != 3 || lse_parts.dim(1) != lo.rows || lse_parts.dim(2) != lo.cols) {
     return absl::InvalidArgumentError(absl::StrCat("CombineLse: lse_parts ",
                                                    lse_parts.DebugString(), " vs lse ",
@@ -104,9 +104,9 @@ absl::Status CpuBackend::CombineLse(const Tensor& lse_parts, const Tensor& lse) 
 
 absl::Status CpuBackend::RescaleAttentionOutput(const Tensor& o, const Tensor& lse_local,
                                                 const Tensor& lse_total) {
-  CPSERVE_ASSIGN_OR_RETURN(oo, cpu::AsHeads(o, "RescaleAttentionOutput o"));
-  CPSERVE_ASSIGN_OR_RETURN(ll, cpu::AsLse(lse_local, "RescaleAttentionOutput lse_local"));
-  CPSERVE_ASSIGN_OR_RETURN(lt, cpu::AsLse(lse_total, "RescaleAttentionOutput lse_total"));
+  CPSERVE_ASSIGN_OR_RETURN(auto oo, cpu::AsHeads(o, "RescaleAttentionOutput o"));
+  CPSERVE_ASSIGN_OR_RETURN(auto ll, cpu::AsLse(lse_local, "RescaleAttentionOutput lse_local"));
+  CPSERVE_ASSIGN_OR_RETURN(auto lt, cpu::AsLse(lse_total, "RescaleAttentionOutput lse_total"));
   if (ll.rows != oo.tokens || ll.cols != oo.heads || lt.rows != oo.tokens || lt.cols != oo.heads) {
     return absl::InvalidArgumentError(
         "RescaleAttentionOutput: want o [T, H, D], lse_local and lse_total [T, H]");

@@ -25,17 +25,17 @@ void RotateHeads(const cpu::Heads& x, int64_t t, const float* cos, const float* 
 
 absl::Status CpuBackend::Rope(const Tensor& q, const Tensor& k, const Tensor& positions,
                               const RopeConfig& config) {
-  CPSERVE_ASSIGN_OR_RETURN(qh, cpu::AsHeads(q, "Rope q"));
+  CPSERVE_ASSIGN_OR_RETURN(auto qh, cpu::AsHeads(q, "Rope q"));
   cpu::Heads kh;
   if (k.defined()) {
-    CPSERVE_ASSIGN_OR_RETURN(kk, cpu::AsHeads(k, "Rope k"));
+    CPSERVE_ASSIGN_OR_RETURN(auto kk, cpu::AsHeads(k, "Rope k"));
     kh = kk;
     if (kh.tokens != qh.tokens || kh.dim != qh.dim) {
       return absl::InvalidArgumentError(absl::StrCat("Rope: q ", q.DebugString(), " and k ",
                                                      k.DebugString(), " disagree on T or D"));
     }
   }
-  CPSERVE_ASSIGN_OR_RETURN(pos, cpu::ReadIndices(positions, "Rope positions"));
+  CPSERVE_ASSIGN_OR_RETURN(auto pos, cpu::ReadIndices(positions, "Rope positions"));
   if (static_cast<int64_t>(pos.size()) != qh.tokens) {
     return absl::InvalidArgumentError(
         absl::StrCat("Rope: positions ", positions.DebugString(), " for ", qh.tokens, " tokens"));

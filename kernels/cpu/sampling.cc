@@ -66,7 +66,7 @@ int32_t SampleRow(const float* z, int64_t n, const SamplingParams& sp, std::vect
 
 absl::Status CpuBackend::Sample(const Tensor& logits, absl::Span<const SamplingParams> params,
                                 const Tensor& ids) {
-  CPSERVE_ASSIGN_OR_RETURN(lg, cpu::AsRows(logits, "Sample logits"));
+  CPSERVE_ASSIGN_OR_RETURN(auto lg, cpu::AsRows(logits, "Sample logits"));
   if (absl::Status s = cpu::CheckTensor(ids, DType::kI32, "Sample ids"); !s.ok()) return s;
   if (logits.rank() != 2 || ids.rank() != 1 || ids.dim(0) != lg.rows ||
       static_cast<int64_t>(params.size()) != lg.rows || lg.cols == 0) {

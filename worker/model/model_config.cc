@@ -87,8 +87,8 @@ absl::StatusOr<bool> GetBool(const json& obj, const char* key, absl::string_view
   return obj[key].get<bool>();
 }
 
-absl::Status ParseRopeScaling(const json& root, absl::string_view source, RopeScaling* out) {
-  *out = RopeScaling();
+absl::Status ParseRopeScaling(const json& root, absl::string_view source, RopeScalingConfig* out) {
+  *out = RopeScalingConfig();
   if (!Present(root, "rope_scaling")) return absl::OkStatus();
   const json& rs = root["rope_scaling"];
   if (!rs.is_object()) return FieldError(source, "rope_scaling", "expected an object or null", &rs);

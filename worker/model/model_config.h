@@ -19,7 +19,7 @@ enum class RopeScalingType : uint8_t {
   kLlama3,  // Llama 3.1 frequency-dependent scaling
 };
 
-struct RopeScaling {
+struct RopeScalingConfig {
   RopeScalingType type = RopeScalingType::kNone;
   double factor = 1.0;                              // linear and llama3
   double low_freq_factor = 1.0;                     // llama3 only
@@ -39,7 +39,7 @@ struct ModelConfig {
   int64_t head_dim = 0;             // defaults to hidden_size / num_attention_heads
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
-  RopeScaling rope_scaling;
+  RopeScalingConfig rope_scaling;
   int64_t max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
   // q_proj/k_proj/v_proj carry a bias: always for Qwen2, attention_bias for Llama/Mistral.

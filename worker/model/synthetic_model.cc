@@ -56,8 +56,8 @@ absl::StatusOr<Tensor> Make(const SyntheticModelOptions& o, const std::string& n
 
 SyntheticModelOptions TinyModelOptions() { return SyntheticModelOptions(); }
 
-RopeScaling TinyLlama3RopeScaling() {
-  RopeScaling r;
+RopeScalingConfig TinyLlama3RopeScaling() {
+  RopeScalingConfig r;
   r.type = RopeScalingType::kLlama3;
   r.factor = 8.0;
   r.low_freq_factor = 1.0;

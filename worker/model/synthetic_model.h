@@ -37,8 +37,8 @@ struct SyntheticModelOptions {
   double rms_norm_eps = 1e-5;
   int64_t max_position_embeddings = 4096;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;  // Llama only: biases on q/k/v/o_proj
-  RopeScaling rope_scaling;     // none by default; see TinyLlama3RopeScaling()
+  bool attention_bias = false;     // Llama only: biases on q/k/v/o_proj
+  RopeScalingConfig rope_scaling;  // none by default; see TinyLlama3RopeScaling()
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
   uint64_t seed = 0;
@@ -52,7 +52,7 @@ struct SyntheticModelOptions {
 SyntheticModelOptions TinyModelOptions();
 // Llama-3.1-style scaling that bites within the tiny model's 4096 positions:
 // factor 8, low_freq_factor 1, high_freq_factor 4, original_max_position_embeddings 1024.
-RopeScaling TinyLlama3RopeScaling();
+RopeScalingConfig TinyLlama3RopeScaling();
 
 // The config.json content the options describe (validated by WriteSyntheticModel).
 ModelConfig SyntheticModelConfig(const SyntheticModelOptions& options);

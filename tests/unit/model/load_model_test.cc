@@ -255,7 +255,7 @@ TEST(LoadModel, Llama3RopeScalingAndMistralVariants) {
   EXPECT_EQ(m->config.rope_scaling.original_max_position_embeddings, 1024);
 
   o.architecture = "MistralForCausalLM";
-  o.rope_scaling = RopeScaling();
+  o.rope_scaling = RopeScalingConfig();
   ASSERT_TRUE(WriteSyntheticModel(mistral.path(), o).ok());
   auto mm = LoadModel(mistral.path());
   ASSERT_TRUE(mm.ok()) << mm.status();
