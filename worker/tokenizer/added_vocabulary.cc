@@ -38,7 +38,8 @@ absl::StatusOr<AddedVocabulary> AddedVocabulary::FromJson(const json& value) {
   for (size_t i = 0; i < value.size(); ++i) {
     const json& t = value[i];
     const std::string where = absl::StrCat("added_tokens[", i, "]");
-    if (!t.is_object()) return absl::InvalidArgumentError(absl::StrCat(where, " must be an object"));
+    if (!t.is_object())
+      return absl::InvalidArgumentError(absl::StrCat(where, " must be an object"));
     auto id = t.find("id");
     if (id == t.end() || !id->is_number_integer() || id->get<int64_t>() < 0 ||
         id->get<int64_t>() >= (1 << 24)) {
@@ -46,16 +47,17 @@ absl::StatusOr<AddedVocabulary> AddedVocabulary::FromJson(const json& value) {
           absl::StrCat(where, ".id missing or not an integer in [0, 2^24)"));
     }
     auto content = t.find("content");
-    if (content == t.end() || !content->is_string() || content->get_ref<const std::string&>().empty()) {
+    if (content == t.end() || !content->is_string() ||
+        content->get_ref<const std::string&>().empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ".content missing or not a non-empty string"));
     }
     AddedToken tok;
     tok.id = id->get<int32_t>();
     tok.content = content->get<std::string>();
-    for (auto [key, field] : {std::pair{"special", &tok.special},
-                              std::pair{"single_word", &tok.single_word},
-                              std::pair{"lstrip", &tok.lstrip}, std::pair{"rstrip", &tok.rstrip}}) {
+    for (auto [key, field] :
+         {std::pair{"special", &tok.special}, std::pair{"single_word", &tok.single_word},
+          std::pair{"lstrip", &tok.lstrip}, std::pair{"rstrip", &tok.rstrip}}) {
       absl::StatusOr<bool> flag = FlagOf(t, key, where);
       if (!flag.ok()) return flag.status();
       *field = *flag;

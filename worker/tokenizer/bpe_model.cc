@@ -57,7 +57,8 @@ absl::StatusOr<BpeModel> BpeModel::FromJson(const json& model) {
           absl::StrCat("model type '", type, "' is not supported (only byte-level BPE)"));
     }
   }
-  if (auto it = model.find("byte_fallback"); it != model.end() && it->is_boolean() && it->get<bool>()) {
+  if (auto it = model.find("byte_fallback");
+      it != model.end() && it->is_boolean() && it->get<bool>()) {
     return absl::UnimplementedError(
         "BPE byte_fallback (SentencePiece-style BPE, e.g. Llama 2 / Mistral) is not supported");
   }

@@ -22,7 +22,8 @@ struct Tables {
     for (int b = 0; b < 256; ++b) {
       const bool printable =
           (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-      const char32_t cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next++);
+      const char32_t cp =
+          printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next++);
       byte_to_cp[b] = cp;
       cp_to_byte[cp] = static_cast<int16_t>(b);
       AppendCodePoint(cp, &byte_to_utf8[b]);
@@ -62,7 +63,8 @@ bool ByteLevelToBytes(absl::string_view text, std::string* out) {
       cp = c;
       i += 1;
     } else if ((c & 0xE0) == 0xC0 && i + 1 < text.size()) {
-      cp = (static_cast<char32_t>(c & 0x1F) << 6) | (static_cast<unsigned char>(text[i + 1]) & 0x3F);
+      cp =
+          (static_cast<char32_t>(c & 0x1F) << 6) | (static_cast<unsigned char>(text[i + 1]) & 0x3F);
       i += 2;
     } else {
       out->resize(start);

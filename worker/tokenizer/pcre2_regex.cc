@@ -31,8 +31,8 @@ std::string ErrorMessage(int code) {
 }  // namespace
 
 absl::StatusOr<Pcre2Regex> Pcre2Regex::Compile(absl::string_view pattern, bool literal) {
-  uint32_t options = PCRE2_UTF | PCRE2_UCP;
-  if (literal) options |= PCRE2_LITERAL;
+  // PCRE2_LITERAL admits no UCP (it has no classes to apply it to).
+  const uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
   int error = 0;
   PCRE2_SIZE error_offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
@@ -61,8 +61,8 @@ absl::StatusOr<std::vector<std::pair<size_t, size_t>>> Pcre2Regex::FindAll(
     int rc = pcre2_match(code_->code, subject, text.size(), offset, options, md.get(), nullptr);
     if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
       // Very long runs can exhaust the JIT's small stack; the interpreter uses the heap.
-      rc = pcre2_match(code_->code, subject, text.size(), offset, options | PCRE2_NO_JIT,
-                       md.get(), nullptr);
+      rc = pcre2_match(code_->code, subject, text.size(), offset, options | PCRE2_NO_JIT, md.get(),
+                       nullptr);
     }
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {

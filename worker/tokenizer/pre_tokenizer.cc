@@ -37,8 +37,8 @@ absl::StatusOr<SplitBehavior> ParseBehavior(const json& obj, const std::string& 
 
 }  // namespace
 
-absl::Status SplitWithRegex(const Pcre2Regex& regex, SplitBehavior behavior,
-                            absl::string_view text, std::vector<std::string>* out) {
+absl::Status SplitWithRegex(const Pcre2Regex& regex, SplitBehavior behavior, absl::string_view text,
+                            std::vector<std::string>* out) {
   absl::StatusOr<std::vector<std::pair<size_t, size_t>>> matches = regex.FindAll(text);
   if (!matches.ok()) return matches.status();
   // Intervals covering the text in order, each flagged as a match or a gap.
@@ -166,7 +166,8 @@ absl::Status PreTokenizer::AddSteps(const json& value, const std::string& where,
     if (!behavior.ok()) return behavior.status();
     absl::StatusOr<Pcre2Regex> regex = Pcre2Regex::Compile(pattern, literal);
     if (!regex.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ".pattern: ", regex.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".pattern: ", regex.status().message()));
     }
     steps->emplace_back(std::in_place_type<SplitStep>, std::move(*regex), *behavior);
     return absl::OkStatus();

@@ -59,7 +59,7 @@ class PreTokenizer {
 };
 
 // Splits `text` with `regex` under `behavior`, appending non-empty pieces to `out`.
-absl::Status SplitWithRegex(const Pcre2Regex& regex, SplitBehavior behavior,
-                            absl::string_view text, std::vector<std::string>* out);
+absl::Status SplitWithRegex(const Pcre2Regex& regex, SplitBehavior behavior, absl::string_view text,
+                            std::vector<std::string>* out);
 
 }  // namespace cpserve::tokenizer

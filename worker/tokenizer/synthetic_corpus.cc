@@ -6,7 +6,8 @@
 namespace cpserve::tokenizer {
 
 absl::string_view SyntheticTrainingText() {
-  static constexpr absl::string_view kText = R"(The river ran slowly past the old mill, and the miller's daughter sat on the bank counting the boats that went by. There were seven in the morning and twelve in the afternoon; she wrote each one down in a small blue notebook, with the time, the colour of its sail and the name painted on its bow.
+  static constexpr absl::string_view kText =
+      R"(The river ran slowly past the old mill, and the miller's daughter sat on the bank counting the boats that went by. There were seven in the morning and twelve in the afternoon; she wrote each one down in a small blue notebook, with the time, the colour of its sail and the name painted on its bow.
 
 "Why do you count them?" asked her brother, who thought the whole thing was a waste of a summer day. She didn't answer at once. "Because one day," she said at last, "I'll want to know how many there were, and nobody else will have written it down."
 

@@ -28,9 +28,12 @@ ojson PreTokenizerJson() {
 }
 
 ojson AddedTokenJson(int32_t id, absl::string_view content) {
-  return ojson{{"id", id},           {"content", std::string(content)},
-               {"single_word", false}, {"lstrip", false},
-               {"rstrip", false},     {"normalized", false},
+  return ojson{{"id", id},
+               {"content", std::string(content)},
+               {"single_word", false},
+               {"lstrip", false},
+               {"rstrip", false},
+               {"normalized", false},
                {"special", true}};
 }
 
@@ -44,8 +47,7 @@ absl::StatusOr<std::string> BuildSyntheticTokenizerJson(int vocab_size) {
   }
   const ojson pre_json = PreTokenizerJson();
   // Train on exactly the pieces the tokenizer itself will produce.
-  absl::StatusOr<PreTokenizer> pre =
-      PreTokenizer::FromJson(nlohmann::json::parse(pre_json.dump()));
+  absl::StatusOr<PreTokenizer> pre = PreTokenizer::FromJson(nlohmann::json::parse(pre_json.dump()));
   if (!pre.ok()) return pre.status();
   absl::StatusOr<std::vector<std::string>> pieces = pre->Split(SyntheticTrainingText());
   if (!pieces.ok()) return pieces.status();
@@ -56,8 +58,8 @@ absl::StatusOr<std::string> BuildSyntheticTokenizerJson(int vocab_size) {
     if (!ByteLevelToBytes(piece, &bytes)) return absl::InternalError("byte-level round trip");
     words.push_back(std::move(bytes));
   }
-  absl::StatusOr<BpeTrainingResult> trained = TrainByteLevelBpe(
-      words, vocab_size, {kSyntheticBosId, kSyntheticEosId, kSyntheticPadId});
+  absl::StatusOr<BpeTrainingResult> trained =
+      TrainByteLevelBpe(words, vocab_size, {kSyntheticBosId, kSyntheticEosId, kSyntheticPadId});
   if (!trained.ok()) return trained.status();
 
   ojson vocab = ojson::object();
@@ -94,9 +96,10 @@ absl::StatusOr<std::string> BuildSyntheticTokenizerJson(int vocab_size) {
                                          ojson{{"SpecialToken", {{"id", bos}, {"type_id", 1}}}},
                                          ojson{{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
                   {"special_tokens",
-                   {{bos, {{"id", bos},
-                           {"ids", ojson::array({kSyntheticBosId})},
-                           {"tokens", ojson::array({bos})}}}}}}})}};
+                   {{bos,
+                     {{"id", bos},
+                      {"ids", ojson::array({kSyntheticBosId})},
+                      {"tokens", ojson::array({bos})}}}}}}})}};
   root["decoder"] = ojson{{"type", "ByteLevel"},
                           {"add_prefix_space", true},
                           {"trim_offsets", true},

@@ -21,7 +21,8 @@ absl::Status CheckDecoder(const json& value, const std::string& where) {
     return absl::UnimplementedError(
         absl::StrCat(where, " is null; byte-level BPE needs a ByteLevel decoder"));
   }
-  if (!value.is_object()) return absl::InvalidArgumentError(absl::StrCat(where, " must be an object"));
+  if (!value.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(where, " must be an object"));
   auto type = value.find("type");
   if (type == value.end() || !type->is_string()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ".type missing or not a string"));
@@ -55,7 +56,8 @@ absl::Status ParsePostProcessor(const json& value, const std::string& where,
                                 const AddedVocabulary& added, const BpeModel& model,
                                 std::vector<int32_t>* prefix, std::vector<int32_t>* suffix) {
   if (value.is_null()) return absl::OkStatus();
-  if (!value.is_object()) return absl::InvalidArgumentError(absl::StrCat(where, " must be an object"));
+  if (!value.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(where, " must be an object"));
   auto type = value.find("type");
   if (type == value.end() || !type->is_string()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ".type missing or not a string"));
@@ -99,7 +101,8 @@ absl::Status ParsePostProcessor(const json& value, const std::string& where,
       }
       const std::string name = (*st)["id"].get<std::string>();
       std::vector<int32_t> ids;
-      const json* entry = specials != nullptr && specials->contains(name) ? &(*specials)[name] : nullptr;
+      const json* entry =
+          specials != nullptr && specials->contains(name) ? &(*specials)[name] : nullptr;
       if (entry != nullptr && entry->is_object() && entry->contains("ids") &&
           (*entry)["ids"].is_array()) {
         for (const json& id : (*entry)["ids"]) {
@@ -122,7 +125,8 @@ absl::Status ParsePostProcessor(const json& value, const std::string& where,
   if (t == "RobertaProcessing" || t == "BertProcessing") {
     for (const char* key : {"cls", "sep"}) {
       auto it = value.find(key);
-      if (it == value.end() || !it->is_array() || it->size() != 2 || !(*it)[1].is_number_integer()) {
+      if (it == value.end() || !it->is_array() || it->size() != 2 ||
+          !(*it)[1].is_number_integer()) {
         return absl::InvalidArgumentError(absl::StrCat(where, ".", key, " must be [token, id]"));
       }
       (std::string(key) == "cls" ? prefix : suffix)->push_back((*it)[1].get<int32_t>());
@@ -221,11 +225,12 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJson(absl::string_view text) {
       }
     }
     tok.adds_bos_ = !tok.prefix_ids_.empty();
-    tok.bos_id_ = tok.adds_bos_ ? std::optional<int32_t>(tok.prefix_ids_.front())
-                                : FirstAdded(tok.added_, {"<|begin_of_text|>", "<s>",
-                                                          "<|startoftext|>", "<bos>"});
-    tok.eos_id_ = FirstAdded(tok.added_, {"<|end_of_text|>", "<|endoftext|>", "</s>",
-                                          "<|eot_id|>", "<|im_end|>", "<eos>"});
+    tok.bos_id_ =
+        tok.adds_bos_
+            ? std::optional<int32_t>(tok.prefix_ids_.front())
+            : FirstAdded(tok.added_, {"<|begin_of_text|>", "<s>", "<|startoftext|>", "<bos>"});
+    tok.eos_id_ = FirstAdded(tok.added_, {"<|end_of_text|>", "<|endoftext|>", "</s>", "<|eot_id|>",
+                                          "<|im_end|>", "<eos>"});
     return tok;
   } catch (const json::exception& e) {
     // Every access above checks types; this is a last line of defence.
@@ -272,8 +277,8 @@ std::vector<int32_t> Tokenizer::Encode(absl::string_view text, bool add_special,
 
 absl::StatusOr<absl::string_view> Tokenizer::TokenBytes(int32_t id) const {
   if (id < 0 || id >= vocab_size() || !tokens_[id].present) {
-    return absl::OutOfRangeError(absl::StrCat("token id ", id, " is not in the vocabulary (size ",
-                                              vocab_size(), ")"));
+    return absl::OutOfRangeError(
+        absl::StrCat("token id ", id, " is not in the vocabulary (size ", vocab_size(), ")"));
   }
   return absl::string_view(tokens_[id].bytes);
 }
