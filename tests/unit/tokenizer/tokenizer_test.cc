@@ -194,6 +194,25 @@ TEST(TokenizerTest, RandomUnicodeRoundTrips) {
   EXPECT_LT(synthetic->Encode(fixed, false).size(), fixed.size() / 2);
 }
 
+TEST(TokenizerTest, LongRunsRoundTrip) {
+  absl::StatusOr<std::string> j = BuildSyntheticTokenizerJson(512);
+  ASSERT_TRUE(j.ok());
+  absl::StatusOr<Tokenizer> tok = Tokenizer::FromJson(*j);
+  ASSERT_TRUE(tok.ok());
+  // Long whitespace runs exercise the look-ahead's backtracking (and the JIT stack);
+  // long words exercise the merge loop beyond the cache's word size.
+  for (const std::string& text :
+       {std::string(200000, ' ') + "x", std::string(200000, 'a'), std::string(100000, '7'),
+        "x" + std::string(100000, '\n') + std::string(100000, ' '),
+        std::string(50000, '!') + std::string(50000, ' ')}) {
+    const std::vector<int32_t> ids = tok->Encode(text, false);
+    ASSERT_FALSE(ids.empty());
+    absl::StatusOr<std::string> back = tok->Decode(ids);
+    ASSERT_TRUE(back.ok());
+    ASSERT_EQ(*back, text);
+  }
+}
+
 TEST(TokenizerTest, FromFile) {
   const std::string path = ::testing::TempDir() + "/tokenizer_test_tokenizer.json";
   {
