@@ -1,9 +1,11 @@
 #include "worker/tokenizer/tokenizer.h"
 
+#include <atomic>
 #include <fstream>
 #include <functional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -211,6 +213,35 @@ TEST(TokenizerTest, LongRunsRoundTrip) {
     ASSERT_TRUE(back.ok());
     ASSERT_EQ(*back, text);
   }
+}
+
+TEST(TokenizerTest, ConcurrentEncodeMatchesSerial) {
+  absl::StatusOr<std::string> j = BuildSyntheticTokenizerJson(512);
+  ASSERT_TRUE(j.ok());
+  absl::StatusOr<Tokenizer> tok = Tokenizer::FromJson(*j);
+  ASSERT_TRUE(tok.ok());
+  std::mt19937 rng(23);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 64; ++i) texts.push_back(testing::RandomText(rng, 40));
+  // Serial results from a second instance, so its word cache is not shared.
+  absl::StatusOr<Tokenizer> serial = Tokenizer::FromJson(*j);
+  ASSERT_TRUE(serial.ok());
+  std::vector<std::vector<int32_t>> want;
+  for (const std::string& t : texts) want.push_back(serial->Encode(t));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 5; ++round) {
+        for (size_t i = t; i < texts.size() + t; ++i) {
+          const size_t k = i % texts.size();
+          if (tok->Encode(texts[k]) != want[k]) ++mismatches;
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST(TokenizerTest, FromFile) {
