@@ -3,6 +3,7 @@
 //
 //   comm_rank --rank=R --world=W (--port_file=F | --rendezvous=HOST:PORT)
 //             --mode=checks|loop|hang [--timeout_ms=T] [--hang_after=N]
+//             [--backend=gloo|nccl]   (nccl: built with CUDA only; one GPU per rank)
 //
 // Rank 0 hosts the rendezvous store (as a pool leader does) on 127.0.0.1:0 and
 // writes its port to --port_file; the others connect to --rendezvous.
@@ -13,6 +14,7 @@
 // Exit 4: group formation failed ("init_failed=<CODE>").
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -27,6 +29,10 @@
 #include "worker/comm/gloo_group.h"
 #include "worker/comm/rendezvous_client.h"
 #include "worker/comm/rendezvous_service.h"
+#ifdef CPSERVE_COMM_HAVE_NCCL
+#include "tests/unit/comm/cuda_device_io.h"
+#include "worker/comm/nccl_group.h"
+#endif
 
 namespace {
 
@@ -61,8 +67,8 @@ void Say(const std::string& line) {
   std::fflush(stdout);
 }
 
-int RunLoop(CollectiveGroup& g, int hang_after) {
-  Tensor t = Tensor::Zeros({65536}, DType::kF32);
+int RunLoop(CollectiveGroup& g, int hang_after, const testing::DeviceIO& io) {
+  Tensor t = io.to_device(Tensor::Zeros({65536}, DType::kF32));
   absl::Status first;
   for (int i = 0;; ++i) {
     if (hang_after >= 0 && i == hang_after && g.rank() == g.world_size() - 1) {
@@ -116,8 +122,23 @@ int main(int argc, char** argv) {
     return 4;
   }
   auto start = Clock::now();
-  auto group = CreateGlooGroup(**client, RendezvousPrefix("itest", 1), rank, world,
-                               {.timeout = std::chrono::milliseconds(timeout_ms)});
+  const std::string backend = flags.count("backend") ? flags["backend"] : "gloo";
+  const auto timeout = std::chrono::milliseconds(timeout_ms);
+  testing::DeviceIO io = testing::DeviceIO::Host();
+  absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
+      absl::InvalidArgumentError(absl::StrCat("backend ", backend, " not built"));
+  if (backend == "gloo") {
+    group =
+        CreateGlooGroup(**client, RendezvousPrefix("itest", 1), rank, world, {.timeout = timeout});
+  }
+#ifdef CPSERVE_COMM_HAVE_NCCL
+  if (backend == "nccl") {
+    group = CreateNcclGroup(
+        **client, RendezvousPrefix("itest", 1), rank, world,
+        {.device = rank % std::max(1, testing::CudaDeviceCount()), .timeout = timeout});
+    io = testing::CudaDeviceIO(rank % std::max(1, testing::CudaDeviceCount()));
+  }
+#endif
   if (!group.ok()) {
     Say(absl::StrCat("init_failed=", absl::StatusCodeToString(group.status().code())));
     Say(absl::StrCat("message=", group.status().message()));
@@ -130,14 +151,13 @@ int main(int argc, char** argv) {
   if (mode == "checks") {
     testing::CheckOptions options;
     options.rows = {0, 1, 33};
-    absl::Status s =
-        testing::RunCollectiveChecks(**group, 1234, testing::DeviceIO::Host(), options);
-    if (s.ok()) s = testing::CheckRealAllReduce(**group, 99, testing::DeviceIO::Host(), 50001);
+    absl::Status s = testing::RunCollectiveChecks(**group, 1234, io, options);
+    if (s.ok()) s = testing::CheckRealAllReduce(**group, 99, io, 50001);
     Say(s.ok() ? "checks=OK" : absl::StrCat("checks_failed=", s.ToString()));
     return s.ok() ? 0 : 1;
   }
-  if (mode == "loop") return RunLoop(**group, -1);
-  if (mode == "hang") return RunLoop(**group, IntFlag(flags, "hang_after", 5));
+  if (mode == "loop") return RunLoop(**group, -1, io);
+  if (mode == "hang") return RunLoop(**group, IntFlag(flags, "hang_after", 5), io);
   Say("unknown mode");
   return 2;
 }
