@@ -1,5 +1,7 @@
 #include "worker/comm/gloo_group.h"
 
+#include <signal.h>
+
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -244,6 +246,19 @@ class GlooGroup final : public CollectiveGroup {
   uint32_t next_tag_ = 0;
 };
 
+// Gloo 0.5.0 writes to its sockets without MSG_NOSIGNAL: a write to a peer that has
+// died raises SIGPIPE, whose default action kills this rank instead of letting Gloo
+// report EPIPE. Ignore it process-wide, unless the program installed its own handler.
+void IgnoreSigpipeOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction current {};
+    if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+      signal(SIGPIPE, SIG_IGN);
+    }
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CollectiveGroup>> CreateGlooGroup(RendezvousClient& client,
@@ -257,6 +272,7 @@ absl::StatusOr<std::unique_ptr<CollectiveGroup>> CreateGlooGroup(RendezvousClien
   if (options.timeout.count() <= 0) {
     return absl::InvalidArgumentError("CreateGlooGroup: timeout must be positive");
   }
+  IgnoreSigpipeOnce();
   GlooStore store(client, prefix + "gloo/", options.timeout);
   const std::string where =
       absl::StrCat("gloo rendezvous of rank ", rank, " of ", world_size, " under '", prefix,

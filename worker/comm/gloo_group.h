@@ -7,6 +7,8 @@
 // in rank order: the same bytes on the wire as a ring reduce-scatter, one temporary
 // of the input's size, and a result independent of the ring order.
 // Host tensors only; device tensors are INVALID_ARGUMENT (use the NCCL backend).
+// Side effect: the first CreateGlooGroup sets SIGPIPE to SIG_IGN when it is still at
+// its default, because Gloo's TCP writes to a dead peer would otherwise kill the rank.
 #pragma once
 
 #include <chrono>
