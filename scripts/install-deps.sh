@@ -12,6 +12,13 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus-cpp-dev libre2-dev libpcre2-dev libopenblas-dev
   nlohmann-json3-dev python3
+  # Offline validation of the Kubernetes manifests (tests/integration/k8s): kubectl with its
+  # built-in kustomize, node and npm. Each only where the command is missing: another
+  # package may already provide it (a kubectl from the Google Cloud SDK owns
+  # /usr/bin/kubectl; NodeSource's nodejs bundles npm and conflicts with Debian's npm).
+  $(command -v kubectl >/dev/null 2>&1 || echo kubernetes-client)
+  $(command -v node >/dev/null 2>&1 || echo nodejs)
+  $(command -v npm >/dev/null 2>&1 || echo npm)
 )
 
 missing=()
