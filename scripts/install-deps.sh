@@ -10,7 +10,7 @@ PKGS=(
   libabsl-dev libgoogle-glog-dev libgflags-dev
   libucx-dev ucx-utils libgloo-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  prometheus-cpp-dev libre2-dev libpcre2-dev libopenblas-dev
+  prometheus-cpp-dev libre2-dev libpcre2-dev libopenblas-dev libicu-dev
   nlohmann-json3-dev python3
   # Offline validation of the Kubernetes manifests (tests/integration/k8s): kubectl with its
   # built-in kustomize, node and npm. Each only where the command is missing: another
