@@ -58,10 +58,10 @@ std::vector<double> RopeInverseFrequencies(const ModelConfig& c) {
   const int d = c.head_dim;
   std::vector<double> inv(d / 2);
   for (int i = 0; i < d / 2; ++i) inv[i] = 1.0 / std::pow(c.rope_theta, 2.0 * i / d);
-  const RopeScaling& s = c.rope_scaling;
-  if (s.type == RopeScaling::Type::kLinear) {
+  const RopeScalingConfig& s = c.rope_scaling;
+  if (s.type == RopeScalingType::kLinear) {
     for (double& f : inv) f /= s.factor;
-  } else if (s.type == RopeScaling::Type::kLlama3) {
+  } else if (s.type == RopeScalingType::kLlama3) {
     const double old_ctx = s.original_max_position_embeddings;
     const double low_wavelen = old_ctx / s.low_freq_factor;
     const double high_wavelen = old_ctx / s.high_freq_factor;
@@ -118,7 +118,7 @@ std::vector<std::vector<double>> ForwardLogits(const ModelWeights& w,
         }
       }
     }
-    const Mat o = Linear(attn, L.o_proj, nullptr);
+    const Mat o = Linear(attn, L.o_proj, &L.o_bias);
     for (int64_t t = 0; t < T; ++t) {
       for (int i = 0; i < H; ++i) h[t][i] += o[t][i];
     }
@@ -127,7 +127,8 @@ std::vector<std::vector<double>> ForwardLogits(const ModelWeights& w,
     const Mat u = Linear(x2, L.up_proj, nullptr);
     Mat a = g;
     for (int64_t t = 0; t < T; ++t) {
-      for (size_t i = 0; i < a[t].size(); ++i) a[t][i] = g[t][i] / (1 + std::exp(-g[t][i])) * u[t][i];
+      for (size_t i = 0; i < a[t].size(); ++i)
+        a[t][i] = g[t][i] / (1 + std::exp(-g[t][i])) * u[t][i];
     }
     const Mat down = Linear(a, L.down_proj, nullptr);
     for (int64_t t = 0; t < T; ++t) {

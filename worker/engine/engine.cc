@@ -20,10 +20,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelWeights& weigh
   sc.max_running = options.max_running;
   sc.max_model_len = options.max_model_len > 0 ? options.max_model_len : c.max_position_embeddings;
   CPSERVE_ASSIGN_OR_RETURN(Scheduler scheduler, Scheduler::Create(sc));
-  CPSERVE_ASSIGN_OR_RETURN(Tensor cache,
-                           backend.AllocKvCache(options.num_kv_blocks, c.num_hidden_layers,
-                                                options.block_size, c.num_key_value_heads,
-                                                c.head_dim));
+  CPSERVE_ASSIGN_OR_RETURN(
+      Tensor cache, backend.AllocKvCache(options.num_kv_blocks, c.num_hidden_layers,
+                                         options.block_size, c.num_key_value_heads, c.head_dim));
   CPSERVE_ASSIGN_OR_RETURN(KvCacheView view, KvCacheView::FromTensor(cache));
   return std::unique_ptr<Engine>(
       new Engine(weights, backend, options, std::move(scheduler), std::move(cache), view));
@@ -67,8 +66,8 @@ absl::Status Engine::Submit(const std::string& id, std::vector<int32_t> prompt,
   }
   if (params.sampling.temperature < 0 || params.sampling.top_k < 0 ||
       !(params.sampling.top_p > 0 && params.sampling.top_p <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "request ", id, ": need temperature >= 0, top_k >= 0 and top_p in (0, 1]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("request ", id, ": need temperature >= 0, top_k >= 0 and top_p in (0, 1]"));
   }
   absl::MutexLock lock(&mu_);
   if (stop_) return absl::UnavailableError("engine is stopping");
@@ -88,12 +87,14 @@ absl::StatusOr<std::vector<int32_t>> Engine::Generate(std::vector<int32_t> promp
   auto tokens = std::make_shared<std::vector<int32_t>>();
   std::promise<absl::Status> done;
   std::future<absl::Status> result = done.get_future();
-  CPSERVE_RETURN_IF_ERROR(Submit(id, std::move(prompt), params,
-                                 [tokens, &done](const TokenEvent& e) {
-                                   if (e.token >= 0) tokens->push_back(e.token);
-                                   if (!e.status.ok()) done.set_value(e.status);
-                                   else if (e.finished) done.set_value(absl::OkStatus());
-                                 }));
+  CPSERVE_RETURN_IF_ERROR(
+      Submit(id, std::move(prompt), params, [tokens, &done](const TokenEvent& e) {
+        if (e.token >= 0) tokens->push_back(e.token);
+        if (!e.status.ok())
+          done.set_value(e.status);
+        else if (e.finished)
+          done.set_value(absl::OkStatus());
+      }));
   CPSERVE_RETURN_IF_ERROR(result.get());
   return *tokens;
 }
@@ -143,15 +144,16 @@ bool Engine::Admit() {
     auto it = live_.find(id);
     if (it == live_.end()) continue;
     (void)scheduler_.Cancel(id);
-    it->second.callback(TokenEvent{-1, true, FinishReason::kNone,
-                                   absl::CancelledError(absl::StrCat("request ", id, " cancelled"))});
+    TokenCallback callback = std::move(it->second.callback);
     live_.erase(it);
+    PublishStats();
+    callback(TokenEvent{-1, true, FinishReason::kNone,
+                        absl::CancelledError(absl::StrCat("request ", id, " cancelled"))});
   }
   return true;
 }
 
 void Engine::Loop() {
-  int64_t steps = 0;
   while (Admit()) {
     if (!scheduler_.HasWork()) continue;
     absl::StatusOr<StepPlan> plan = scheduler_.Schedule();
@@ -168,6 +170,7 @@ void Engine::Loop() {
       mu_.AwaitWithTimeout(absl::Condition(&woken), absl::Milliseconds(5));
       continue;
     }
+    preemptions_ += static_cast<int64_t>(plan->preempted.size());
     std::vector<std::string> stopped;
     const absl::Status ran = RunStep(*plan, &stopped);
     if (!ran.ok()) {
@@ -182,21 +185,19 @@ void Engine::Loop() {
     }
     absl::StatusOr<std::vector<FinishedRequest>> finished =
         scheduler_.Update(*plan, ran.ok() ? stopped : std::vector<std::string>());
-    if (finished.ok()) {
-      for (const FinishedRequest& f : *finished) {
-        auto it = live_.find(f.id);
-        if (it == live_.end()) continue;
-        it->second.callback(TokenEvent{-1, true, f.reason, absl::OkStatus()});
-        live_.erase(it);
-      }
-    } else {
+    ++steps_;
+    PublishStats();  // before the final events, so woken clients see their blocks freed
+    if (!finished.ok()) {
       FailAll(finished.status());
+      continue;
     }
-    absl::MutexLock lock(&mu_);
-    stats_.steps = ++steps;
-    stats_.waiting = scheduler_.num_waiting();
-    stats_.running = scheduler_.num_running();
-    stats_.free_kv_blocks = scheduler_.block_manager(0).num_free();
+    for (const FinishedRequest& f : *finished) {
+      auto it = live_.find(f.id);
+      if (it == live_.end()) continue;
+      TokenCallback callback = std::move(it->second.callback);
+      live_.erase(it);
+      callback(TokenEvent{-1, true, f.reason, absl::OkStatus()});
+    }
   }
   FailAll(absl::CancelledError("engine stopped"));
   std::deque<Pending> never_admitted;
@@ -209,12 +210,21 @@ void Engine::Loop() {
   }
 }
 
+void Engine::PublishStats() {
+  absl::MutexLock lock(&mu_);
+  stats_.steps = steps_;
+  stats_.preemptions = preemptions_;
+  stats_.waiting = scheduler_.num_waiting();
+  stats_.running = scheduler_.num_running();
+  stats_.free_kv_blocks = scheduler_.block_manager(0).num_free();
+}
+
 void Engine::FailAll(const absl::Status& status) {
-  for (auto& [id, live] : live_) {
-    (void)scheduler_.Cancel(id);
-    live.callback(TokenEvent{-1, true, FinishReason::kNone, status});
-  }
-  live_.clear();
+  absl::flat_hash_map<std::string, Live> failed;
+  failed.swap(live_);
+  for (auto& [id, live] : failed) (void)scheduler_.Cancel(id);
+  PublishStats();
+  for (auto& [id, live] : failed) live.callback(TokenEvent{-1, true, FinishReason::kNone, status});
 }
 
 absl::Status Engine::RunStep(const StepPlan& plan, std::vector<std::string>* stopped) {

@@ -59,6 +59,7 @@ struct EngineOptions {
 
 struct EngineStats {
   int64_t steps = 0;
+  int64_t preemptions = 0;  // requests preempted (recomputed later) so far
   int64_t waiting = 0;
   int64_t running = 0;
   int32_t free_kv_blocks = 0;
@@ -107,6 +108,7 @@ class Engine {
   bool Admit();
   absl::Status RunStep(const StepPlan& plan, std::vector<std::string>* stopped);
   void FailAll(const absl::Status& status);
+  void PublishStats();
 
   const ModelWeights& weights_;
   Backend& backend_;
@@ -120,6 +122,8 @@ class Engine {
   // Engine-thread state.
   Scheduler scheduler_;
   absl::flat_hash_map<std::string, Live> live_;
+  int64_t steps_ = 0;
+  int64_t preemptions_ = 0;
 
   mutable absl::Mutex mu_;
   std::deque<Pending> inbox_ ABSL_GUARDED_BY(mu_);

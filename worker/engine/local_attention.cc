@@ -18,8 +18,8 @@ absl::Status LocalAttention::SetStep(std::vector<StepSegment> segments,
   }
   const int64_t t = static_cast<int64_t>(slots.size());
   CPSERVE_ASSIGN_OR_RETURN(slots_, backend_.Alloc({t}, DType::kI64));
-  return backend_.CopyFromHost(
-      Tensor::Borrow(const_cast<int64_t*>(slots.data()), {t}, DType::kI64), slots_);
+  return backend_.CopyFromHost(Tensor::Borrow(const_cast<int64_t*>(slots.data()), {t}, DType::kI64),
+                               slots_);
 }
 
 absl::Status LocalAttention::Forward(int64_t layer, const Tensor& q, const Tensor& k,

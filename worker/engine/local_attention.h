@@ -16,7 +16,7 @@ namespace cpserve {
 struct StepSegment {
   int64_t row_start = 0;  // first row of this item in the step's tokens
   int64_t num_tokens = 0;
-  int64_t context_len = 0;            // positions [0, context_len) already in the cache
+  int64_t context_len = 0;           // positions [0, context_len) already in the cache
   std::vector<int32_t> block_table;  // the request's blocks on this rank, local order
 };
 

@@ -17,8 +17,8 @@ namespace cpserve {
 
 // One step's tokens on this rank. Host-side vectors; the model uploads them.
 struct ForwardInput {
-  std::vector<int32_t> tokens;     // [T] token ids
-  std::vector<int64_t> positions;  // [T] global positions in their sequences
+  std::vector<int32_t> tokens;      // [T] token ids
+  std::vector<int64_t> positions;   // [T] global positions in their sequences
   std::vector<int64_t> logit_rows;  // rows of [0, T) whose logits are wanted, in output order
 };
 

@@ -99,8 +99,9 @@ TEST_F(EngineTest, BatchingChunkingAndPreemptionChangeNoTokens) {
   }
   EngineOptions tight;
   tight.max_batch_tokens = 24;  // chunked prefill
-  tight.num_kv_blocks = 20;     // preemption under pressure
+  tight.num_kv_blocks = 28;     // preemption under pressure (8 requests need ~100)
   tight.block_size = 4;
+  tight.max_running = 8;
   for (const EngineOptions& options : {EngineOptions{}, tight}) {
     auto engine = MakeEngine(options);
     std::vector<std::vector<int32_t>> together(8);
@@ -109,7 +110,7 @@ TEST_F(EngineTest, BatchingChunkingAndPreemptionChangeNoTokens) {
       ASSERT_TRUE(engine
                       ->Submit(absl::StrCat("r", i), prompts[i], params[i],
                                [&, i](const TokenEvent& e) {
-                                 ASSERT_TRUE(e.status.ok()) << e.status;
+                                 EXPECT_TRUE(e.status.ok()) << e.status;
                                  if (e.token >= 0) together[i].push_back(e.token);
                                  if (e.finished) done[i].Notify();
                                })
@@ -118,6 +119,9 @@ TEST_F(EngineTest, BatchingChunkingAndPreemptionChangeNoTokens) {
     for (auto& d : done) d.WaitForNotification();
     for (int i = 0; i < 8; ++i) EXPECT_EQ(together[i], alone[i]) << "request " << i;
     EXPECT_EQ(engine->Stats().free_kv_blocks, options.num_kv_blocks);
+    if (options.num_kv_blocks == tight.num_kv_blocks) {
+      EXPECT_GT(engine->Stats().preemptions, 0);  // the tight engine really preempted
+    }
   }
 }
 
@@ -140,8 +144,7 @@ TEST_F(EngineTest, CancelEndsTheStreamAndFreesKv) {
   absl::Notification done;
   absl::Status final_status;
   ASSERT_TRUE(engine
-                  ->Submit("long", RandomTokens(50, weights_->config.vocab_size, 4),
-                           Greedy(150),
+                  ->Submit("long", RandomTokens(50, weights_->config.vocab_size, 4), Greedy(150),
                            [&](const TokenEvent& e) {
                              if (e.token >= 0) ++tokens;
                              if (e.finished) {
@@ -155,10 +158,6 @@ TEST_F(EngineTest, CancelEndsTheStreamAndFreesKv) {
   done.WaitForNotification();
   EXPECT_EQ(final_status.code(), absl::StatusCode::kCancelled);
   EXPECT_LT(tokens.load(), 150);
-  // The engine thread updates stats after the step; wait for it to settle.
-  for (int i = 0; i < 1000 && engine->Stats().free_kv_blocks != 64; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
   EXPECT_EQ(engine->Stats().free_kv_blocks, 64);
 }
 

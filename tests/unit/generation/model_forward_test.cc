@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <set>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "gtest/gtest.h"
