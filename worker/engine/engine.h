@@ -1,0 +1,136 @@
+// The single-rank engine: a continuous-batching scheduler and a step executor
+// around one model on one backend, with an in-process streaming API.
+//
+//   auto engine = Engine::Create(weights, backend, options);
+//   engine->Submit("r1", prompt_ids, params, [](const TokenEvent& e) { ... });
+//   engine->Cancel("r1");
+//
+// One thread (the engine thread) owns the scheduler, the KV cache and the model;
+// Submit and Cancel only queue work for it. Callbacks run on the engine thread
+// and must not block.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "kernels/backend.h"
+#include "kernels/sampling.h"
+#include "worker/engine/local_attention.h"
+#include "worker/engine/scheduler.h"
+#include "worker/model/llama_model.h"
+
+namespace cpserve {
+
+struct GenerationParams {
+  int64_t max_tokens = 16;
+  // temperature / top_k / top_p / seed; the engine fills in `step`.
+  SamplingParams sampling;
+  // Generation stops after any of these tokens (included in the output), and
+  // after the model's EOS tokens unless ignore_eos.
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+};
+
+// One streamed event. Every request gets tokens in order, then exactly one event
+// with finished == true (which may carry the last token), or one with an error.
+struct TokenEvent {
+  int32_t token = -1;  // -1 when this event carries no token
+  bool finished = false;
+  FinishReason reason = FinishReason::kNone;  // kLength or kStop when finished normally
+  absl::Status status;  // CANCELLED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ... on failure
+};
+using TokenCallback = std::function<void(const TokenEvent&)>;
+
+struct EngineOptions {
+  int32_t num_kv_blocks = 1024;
+  int32_t block_size = 16;
+  int64_t max_batch_tokens = 2048;
+  int32_t max_running = 64;
+  int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
+};
+
+struct EngineStats {
+  int64_t steps = 0;
+  int64_t preemptions = 0;  // requests preempted (recomputed later) so far
+  int64_t waiting = 0;
+  int64_t running = 0;
+  int32_t free_kv_blocks = 0;
+  int32_t total_kv_blocks = 0;
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const ModelWeights& weights,
+                                                        Backend& backend,
+                                                        const EngineOptions& options);
+  ~Engine();  // stops the thread; unfinished requests end with CANCELLED
+
+  // Queues a request. Bad token ids are refused here (InvalidArgument); other
+  // refusals (too long, duplicate id, can never fit) arrive as an error event.
+  absl::Status Submit(const std::string& id, std::vector<int32_t> prompt,
+                      const GenerationParams& params, TokenCallback callback);
+  // Ends a request wherever it is; its callback gets CANCELLED. Unknown ids are ignored.
+  void Cancel(const std::string& id);
+
+  // Blocking convenience: all generated tokens, or the request's error.
+  absl::StatusOr<std::vector<int32_t>> Generate(std::vector<int32_t> prompt,
+                                                const GenerationParams& params);
+
+  EngineStats Stats() const;
+  const ModelConfig& config() const { return model_.config(); }
+
+ private:
+  struct Pending {
+    std::string id;
+    std::vector<int32_t> prompt;
+    GenerationParams params;
+    TokenCallback callback;
+  };
+  struct Live {
+    std::vector<int32_t> tokens;  // prompt followed by generated tokens
+    int64_t prompt_len = 0;
+    GenerationParams params;
+    TokenCallback callback;
+  };
+
+  Engine(const ModelWeights& weights, Backend& backend, const EngineOptions& options,
+         Scheduler scheduler, Tensor cache, const KvCacheView& view);
+  void Loop();
+  // Drains the inbox into the scheduler; returns false when stopping.
+  bool Admit();
+  absl::Status RunStep(const StepPlan& plan, std::vector<std::string>* stopped);
+  void FailAll(const absl::Status& status);
+  void PublishStats();
+
+  const ModelWeights& weights_;
+  Backend& backend_;
+  EngineOptions options_;
+  LlamaModel model_;
+  Tensor cache_tensor_;
+  KvCacheView cache_;
+  LocalAttention attention_;
+  std::vector<int32_t> eos_;
+
+  // Engine-thread state.
+  Scheduler scheduler_;
+  absl::flat_hash_map<std::string, Live> live_;
+  int64_t steps_ = 0;
+  int64_t preemptions_ = 0;
+
+  mutable absl::Mutex mu_;
+  std::deque<Pending> inbox_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> cancels_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  EngineStats stats_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace cpserve
