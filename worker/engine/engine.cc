@@ -99,6 +99,22 @@ absl::StatusOr<std::vector<int32_t>> Engine::Generate(std::vector<int32_t> promp
   return *tokens;
 }
 
+absl::StatusOr<v1::KvTransferTarget> Engine::Reserve(const std::string&, int64_t, int64_t,
+                                                     absl::Duration) {
+  return absl::UnimplementedError("the in-process engine has no KV transfer; use a pool engine");
+}
+
+absl::Status Engine::SubmitPrefilled(const std::string&, std::vector<int32_t>, int32_t,
+                                     const GenerationParams&, TokenCallback) {
+  return absl::UnimplementedError("the in-process engine has no KV transfer; use a pool engine");
+}
+
+absl::Status Engine::SubmitPrefill(const std::string&, std::vector<int32_t>,
+                                   const GenerationParams&, const v1::KvTransferTarget&, absl::Time,
+                                   PrefillCallback) {
+  return absl::UnimplementedError("the in-process engine has no KV transfer; use a pool engine");
+}
+
 EngineStats Engine::Stats() const {
   absl::MutexLock lock(&mu_);
   return stats_;

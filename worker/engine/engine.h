@@ -23,50 +23,15 @@
 #include "absl/synchronization/mutex.h"
 #include "kernels/backend.h"
 #include "kernels/sampling.h"
+#include "worker/engine/engine_types.h"
+#include "worker/engine/generation_engine.h"
 #include "worker/engine/local_attention.h"
 #include "worker/engine/scheduler.h"
 #include "worker/model/llama_model.h"
 
 namespace cpserve {
 
-struct GenerationParams {
-  int64_t max_tokens = 16;
-  // temperature / top_k / top_p / seed; the engine fills in `step`.
-  SamplingParams sampling;
-  // Generation stops after any of these tokens (included in the output), and
-  // after the model's EOS tokens unless ignore_eos.
-  std::vector<int32_t> stop_token_ids;
-  bool ignore_eos = false;
-};
-
-// One streamed event. Every request gets tokens in order, then exactly one event
-// with finished == true (which may carry the last token), or one with an error.
-struct TokenEvent {
-  int32_t token = -1;  // -1 when this event carries no token
-  bool finished = false;
-  FinishReason reason = FinishReason::kNone;  // kLength or kStop when finished normally
-  absl::Status status;  // CANCELLED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ... on failure
-};
-using TokenCallback = std::function<void(const TokenEvent&)>;
-
-struct EngineOptions {
-  int32_t num_kv_blocks = 1024;
-  int32_t block_size = 16;
-  int64_t max_batch_tokens = 2048;
-  int32_t max_running = 64;
-  int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
-};
-
-struct EngineStats {
-  int64_t steps = 0;
-  int64_t preemptions = 0;  // requests preempted (recomputed later) so far
-  int64_t waiting = 0;
-  int64_t running = 0;
-  int32_t free_kv_blocks = 0;
-  int32_t total_kv_blocks = 0;
-};
-
-class Engine {
+class Engine final : public GenerationEngine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const ModelWeights& weights,
                                                         Backend& backend,
@@ -76,16 +41,28 @@ class Engine {
   // Queues a request. Bad token ids are refused here (InvalidArgument); other
   // refusals (too long, duplicate id, can never fit) arrive as an error event.
   absl::Status Submit(const std::string& id, std::vector<int32_t> prompt,
-                      const GenerationParams& params, TokenCallback callback);
+                      const GenerationParams& params, TokenCallback callback) override;
   // Ends a request wherever it is; its callback gets CANCELLED. Unknown ids are ignored.
-  void Cancel(const std::string& id);
+  void Cancel(const std::string& id) override;
 
   // Blocking convenience: all generated tokens, or the request's error.
   absl::StatusOr<std::vector<int32_t>> Generate(std::vector<int32_t> prompt,
                                                 const GenerationParams& params);
 
-  EngineStats Stats() const;
-  const ModelConfig& config() const { return model_.config(); }
+  EngineStats Stats() const override;
+  const ModelConfig& config() const override { return model_.config(); }
+  bool healthy() const override { return true; }
+
+  // Disaggregation needs the KV transfer agent of a pool rank: the single-rank
+  // in-process engine answers UNIMPLEMENTED (pools use the CP engine).
+  absl::StatusOr<v1::KvTransferTarget> Reserve(const std::string& id, int64_t prompt_len,
+                                               int64_t max_tokens, absl::Duration ttl) override;
+  absl::Status SubmitPrefilled(const std::string& id, std::vector<int32_t> prompt,
+                               int32_t first_token, const GenerationParams& params,
+                               TokenCallback callback) override;
+  absl::Status SubmitPrefill(const std::string& id, std::vector<int32_t> prompt,
+                             const GenerationParams& params, const v1::KvTransferTarget& target,
+                             absl::Time deadline, PrefillCallback callback) override;
 
  private:
   struct Pending {

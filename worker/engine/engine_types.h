@@ -1,0 +1,51 @@
+// Value types of the engines' streaming API (engine.h, generation_engine.h).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/sampling.h"
+#include "worker/engine/scheduler_types.h"
+
+namespace cpserve {
+
+struct GenerationParams {
+  int64_t max_tokens = 16;
+  // temperature / top_k / top_p / seed; the engine fills in `step`.
+  SamplingParams sampling;
+  // Generation stops after any of these tokens (included in the output), and
+  // after the model's EOS tokens unless ignore_eos.
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+};
+
+// One streamed event. Every request gets tokens in order, then exactly one event
+// with finished == true (which may carry the last token), or one with an error.
+struct TokenEvent {
+  int32_t token = -1;  // -1 when this event carries no token
+  bool finished = false;
+  FinishReason reason = FinishReason::kNone;  // kLength or kStop when finished normally
+  absl::Status status;  // CANCELLED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ... on failure
+};
+using TokenCallback = std::function<void(const TokenEvent&)>;
+
+struct EngineOptions {
+  int32_t num_kv_blocks = 1024;
+  int32_t block_size = 16;
+  int64_t max_batch_tokens = 2048;
+  int32_t max_running = 64;
+  int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
+};
+
+struct EngineStats {
+  int64_t steps = 0;
+  int64_t preemptions = 0;  // requests preempted (recomputed later) so far
+  int64_t waiting = 0;
+  int64_t running = 0;
+  int32_t free_kv_blocks = 0;
+  int32_t total_kv_blocks = 0;
+};
+
+}  // namespace cpserve
