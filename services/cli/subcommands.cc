@@ -4,6 +4,8 @@
 
 namespace cpserve::cli {
 
+int RunMakeModel(const std::vector<std::string>& args);  // make_model.cc
+
 const std::vector<Subcommand>& Subcommands() {
   static const std::vector<Subcommand> kSubcommands = {
       {"router",
@@ -59,11 +61,11 @@ const std::vector<Subcommand>& Subcommands() {
       {"make-model",
        "Write the synthetic model (Hugging Face format) to a directory.",
        "Writes config.json, model.safetensors and tokenizer.json of a small Llama-family "
-       "model with deterministic weights drawn from --seed. It is the built-in model of the "
-       "demo and the tests.",
+       "model with deterministic weights drawn from --seed (-1 means 0), and loads it back to "
+       "check it. It is the built-in model of the demo and the tests.",
        {"out", "preset", "seed", "verbosity"},
-       nullptr,
-       "the single-rank engine issue (model loader, synthetic model)"},
+       RunMakeModel,
+       ""},
   };
   return kSubcommands;
 }
