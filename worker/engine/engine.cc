@@ -9,34 +9,66 @@
 
 namespace cpserve {
 
+CpLayout EngineKvLayout(const EngineOptions& options, int world_size) {
+  return CpLayout{world_size, options.interleave > 0 ? options.interleave : options.block_size,
+                  options.block_size};
+}
+
+namespace {
+
+struct RankState {
+  CpLayout layout;
+  Tensor cache;
+  KvCacheView view;
+};
+
+absl::StatusOr<RankState> MakeRankState(const ModelWeights& weights, Backend& backend,
+                                        const EngineOptions& options, int world_size) {
+  const ModelConfig& c = weights.config;
+  RankState st;
+  st.layout = EngineKvLayout(options, world_size);
+  CPSERVE_RETURN_IF_ERROR(st.layout.Validate());
+  CPSERVE_ASSIGN_OR_RETURN(
+      st.cache, backend.AllocKvCache(options.num_kv_blocks, c.num_hidden_layers, options.block_size,
+                                     c.num_key_value_heads, c.head_dim));
+  CPSERVE_ASSIGN_OR_RETURN(st.view, KvCacheView::FromTensor(st.cache));
+  return st;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelWeights& weights,
                                                        Backend& backend,
-                                                       const EngineOptions& options) {
-  const ModelConfig& c = weights.config;
+                                                       const EngineOptions& options,
+                                                       comm::CollectiveGroup* group) {
+  if (group != nullptr && group->rank() != 0) {
+    return absl::InvalidArgumentError("the engine runs on rank 0; other ranks use RunFollower");
+  }
+  const int world = group != nullptr ? group->world_size() : 1;
+  CPSERVE_ASSIGN_OR_RETURN(RankState st, MakeRankState(weights, backend, options, world));
   SchedulerConfig sc;
-  sc.layout = CpLayout{1, options.block_size, options.block_size};
-  sc.num_blocks = {options.num_kv_blocks};
+  sc.layout = st.layout;
+  sc.num_blocks.assign(world, options.num_kv_blocks);
   sc.max_batch_tokens = options.max_batch_tokens;
   sc.max_running = options.max_running;
-  sc.max_model_len = options.max_model_len > 0 ? options.max_model_len : c.max_position_embeddings;
+  sc.max_model_len =
+      options.max_model_len > 0 ? options.max_model_len : weights.config.max_position_embeddings;
   CPSERVE_ASSIGN_OR_RETURN(Scheduler scheduler, Scheduler::Create(sc));
-  CPSERVE_ASSIGN_OR_RETURN(
-      Tensor cache, backend.AllocKvCache(options.num_kv_blocks, c.num_hidden_layers,
-                                         options.block_size, c.num_key_value_heads, c.head_dim));
-  CPSERVE_ASSIGN_OR_RETURN(KvCacheView view, KvCacheView::FromTensor(cache));
-  return std::unique_ptr<Engine>(
-      new Engine(weights, backend, options, std::move(scheduler), std::move(cache), view));
+  return std::unique_ptr<Engine>(new Engine(weights, backend, options, group, st.layout,
+                                            std::move(scheduler), std::move(st.cache), st.view));
 }
 
 Engine::Engine(const ModelWeights& weights, Backend& backend, const EngineOptions& options,
-               Scheduler scheduler, Tensor cache, const KvCacheView& view)
+               comm::CollectiveGroup* group, const CpLayout& layout, Scheduler scheduler,
+               Tensor cache, const KvCacheView& view)
     : weights_(weights),
       backend_(backend),
       options_(options),
+      group_(group),
+      layout_(layout),
       model_(weights, backend),
       cache_tensor_(std::move(cache)),
-      cache_(view),
-      attention_(backend, view),
+      runner_(model_, backend, group, view, layout, 0),
       scheduler_(std::move(scheduler)) {
   for (int64_t id : weights.config.eos_token_ids) eos_.push_back(static_cast<int32_t>(id));
   {
@@ -53,6 +85,11 @@ Engine::~Engine() {
     stop_ = true;
   }
   thread_.join();
+  if (group_ != nullptr && healthy_.load()) {
+    v1::StepCommand stop;
+    stop.set_kind(v1::StepCommand::KIND_STOP);
+    (void)SendStep(*group_, stop);
+  }
 }
 
 absl::Status Engine::Submit(const std::string& id, std::vector<int32_t> prompt,
@@ -68,6 +105,9 @@ absl::Status Engine::Submit(const std::string& id, std::vector<int32_t> prompt,
       !(params.sampling.top_p > 0 && params.sampling.top_p <= 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("request ", id, ": need temperature >= 0, top_k >= 0 and top_p in (0, 1]"));
+  }
+  if (!healthy_.load()) {
+    return absl::UnavailableError("the pool is unhealthy (a rank or collective failed)");
   }
   absl::MutexLock lock(&mu_);
   if (stop_) return absl::UnavailableError("engine is stopping");
@@ -131,7 +171,21 @@ bool Engine::Admit() {
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
         return stop_ || !inbox_.empty() || !cancels_.empty();
       };
-      mu_.Await(absl::Condition(&ready));
+      if (group_ == nullptr || !healthy_.load()) {
+        mu_.Await(absl::Condition(&ready));
+      } else if (!mu_.AwaitWithTimeout(absl::Condition(&ready), options_.idle_keepalive)) {
+        // Idle: keep the followers' collective waits alive.
+        mu_.Unlock();
+        v1::StepCommand idle;
+        idle.set_kind(v1::StepCommand::KIND_IDLE);
+        const absl::Status sent = SendStep(*group_, idle);
+        mu_.Lock();
+        if (!sent.ok()) {
+          mu_.Unlock();
+          Break(sent);
+          mu_.Lock();
+        }
+      }
       if (stop_) return false;
     }
     inbox.swap(inbox_);
@@ -189,6 +243,12 @@ void Engine::Loop() {
     preemptions_ += static_cast<int64_t>(plan->preempted.size());
     std::vector<std::string> stopped;
     const absl::Status ran = RunStep(*plan, &stopped);
+    if (!ran.ok() && group_ != nullptr) {
+      // The ranks may now disagree about the step: the group cannot continue.
+      (void)scheduler_.Update(*plan, {});
+      Break(ran);
+      continue;
+    }
     if (!ran.ok()) {
       // The step's requests cannot continue: end them with the error.
       for (const ScheduledWork& w : plan->work) {
@@ -243,60 +303,76 @@ void Engine::FailAll(const absl::Status& status) {
   for (auto& [id, live] : failed) live.callback(TokenEvent{-1, true, FinishReason::kNone, status});
 }
 
-absl::Status Engine::RunStep(const StepPlan& plan, std::vector<std::string>* stopped) {
-  const BlockManager& blocks = scheduler_.block_manager(0);
-  ForwardInput in;
-  std::vector<StepSegment> segments;
-  std::vector<int64_t> slots;
-  std::vector<const ScheduledWork*> sampled;
+v1::StepCommand Engine::MakeCommand(const StepPlan& plan) const {
+  v1::StepCommand command;
+  command.set_kind(v1::StepCommand::KIND_STEP);
+  command.set_step(plan.step);
   for (const ScheduledWork& w : plan.work) {
     const Live& r = live_.at(w.id);
-    const BlockTable* table = blocks.Find(w.id);
-    if (table == nullptr) return absl::InternalError(absl::StrCat("no KV blocks for ", w.id));
-    StepSegment s;
-    s.row_start = static_cast<int64_t>(in.tokens.size());
-    s.num_tokens = w.num_tokens();
-    s.context_len = w.start;
-    s.block_table.assign(table->blocks().begin(), table->blocks().end());
-    for (int64_t p = w.start; p < w.end; ++p) {
-      in.tokens.push_back(r.tokens[p]);
-      in.positions.push_back(p);
+    v1::StepWork* sw = command.add_work();
+    sw->set_id(w.id);
+    sw->set_start(w.start);
+    sw->set_end(w.end);
+    sw->set_samples(w.samples);
+    sw->set_partitioned(options_.partition_prefill && w.kind == WorkKind::kPrefill);
+    sw->mutable_tokens()->Add(r.tokens.begin() + w.start, r.tokens.begin() + w.end);
+    for (int rank = 0; rank < layout_.world_size; ++rank) {
+      const BlockTable* table = scheduler_.block_manager(rank).Find(w.id);
+      v1::RankBlocks* blocks = sw->add_blocks();
+      if (table != nullptr)
+        blocks->mutable_ids()->Add(table->blocks().begin(), table->blocks().end());
     }
-    CPSERVE_RETURN_IF_ERROR(table->AppendSlotMapping(w.start, w.end, &slots));
-    if (w.samples) {
-      in.logit_rows.push_back(s.row_start + s.num_tokens - 1);
-      sampled.push_back(&w);
-    }
-    segments.push_back(std::move(s));
+    const SamplingParams& p = r.params.sampling;
+    sw->set_temperature(p.temperature);
+    sw->set_top_k(p.top_k);
+    sw->set_top_p(p.top_p);
+    sw->set_seed(p.seed);
+    sw->set_sample_index(
+        static_cast<uint64_t>(static_cast<int64_t>(r.tokens.size()) - r.prompt_len));
+    sw->set_return_logits(r.params.return_logits);
   }
-  CPSERVE_RETURN_IF_ERROR(attention_.SetStep(std::move(segments), slots));
-  CPSERVE_ASSIGN_OR_RETURN(Tensor logits, model_.Forward(in, attention_));
-  if (sampled.empty()) return absl::OkStatus();
+  return command;
+}
 
-  const int64_t n = static_cast<int64_t>(sampled.size());
-  std::vector<SamplingParams> params;
-  for (const ScheduledWork* w : sampled) {
-    const Live& r = live_.at(w->id);
-    SamplingParams p = r.params.sampling;
-    p.step = static_cast<uint64_t>(static_cast<int64_t>(r.tokens.size()) - r.prompt_len);
-    params.push_back(p);
-  }
-  CPSERVE_ASSIGN_OR_RETURN(Tensor ids, backend_.Alloc({n}, DType::kI32));
-  CPSERVE_RETURN_IF_ERROR(backend_.Sample(logits, params, ids));
-  std::vector<int32_t> host(n);
-  CPSERVE_RETURN_IF_ERROR(backend_.CopyToHost(ids, Tensor::Borrow(host.data(), {n}, DType::kI32)));
-  for (int64_t i = 0; i < n; ++i) {
-    Live& r = live_.at(sampled[i]->id);
-    const int32_t token = host[i];
+void Engine::Break(const absl::Status& status) {
+  healthy_.store(false);
+  FailAll(absl::UnavailableError(absl::StrCat("pool broken: ", status.message())));
+}
+
+absl::Status Engine::RunStep(const StepPlan& plan, std::vector<std::string>* stopped) {
+  const v1::StepCommand command = MakeCommand(plan);
+  if (group_ != nullptr) CPSERVE_RETURN_IF_ERROR(SendStep(*group_, command));
+  CPSERVE_ASSIGN_OR_RETURN(StepOutput out, runner_.Run(command));
+  size_t k = 0, logits_k = 0;
+  for (const ScheduledWork& w : plan.work) {
+    if (!w.samples) continue;
+    Live& r = live_.at(w.id);
+    const int32_t token = out.tokens[k++];
     r.tokens.push_back(token);
     const auto& stops = r.params.stop_token_ids;
     if (std::find(stops.begin(), stops.end(), token) != stops.end() ||
         (!r.params.ignore_eos && std::find(eos_.begin(), eos_.end(), token) != eos_.end())) {
-      stopped->push_back(sampled[i]->id);
+      stopped->push_back(w.id);
     }
-    r.callback(TokenEvent{token, false, FinishReason::kNone, absl::OkStatus()});
+    TokenEvent event{token, false, FinishReason::kNone, absl::OkStatus()};
+    if (r.params.return_logits) event.logits = std::move(out.logits[logits_k++]);
+    r.callback(event);
   }
   return absl::OkStatus();
+}
+
+absl::Status RunFollower(const ModelWeights& weights, Backend& backend,
+                         const EngineOptions& options, comm::CollectiveGroup& group) {
+  CPSERVE_ASSIGN_OR_RETURN(RankState st,
+                           MakeRankState(weights, backend, options, group.world_size()));
+  LlamaModel model(weights, backend);
+  StepRunner runner(model, backend, &group, st.view, st.layout, group.rank());
+  while (true) {
+    CPSERVE_ASSIGN_OR_RETURN(v1::StepCommand command, ReceiveStep(group));
+    if (command.kind() == v1::StepCommand::KIND_STOP) return absl::OkStatus();
+    if (command.kind() == v1::StepCommand::KIND_IDLE) continue;
+    CPSERVE_RETURN_IF_ERROR(runner.Run(command).status());
+  }
 }
 
 }  // namespace cpserve

@@ -1,5 +1,8 @@
-// The single-rank engine: a continuous-batching scheduler and a step executor
-// around one model on one backend, with an in-process streaming API.
+// The engine of a pool's leader: a continuous-batching scheduler and a step
+// executor around one model on one backend, with an in-process streaming API.
+// Alone (no group) it is a single-rank engine; with a collective group it is rank 0
+// of a context-parallel pool and every step it plans is broadcast to the other
+// ranks, which run it through RunFollower().
 //
 //   auto engine = Engine::Create(weights, backend, options);
 //   engine->Submit("r1", prompt_ids, params, [](const TokenEvent& e) { ... });
@@ -10,6 +13,7 @@
 // and must not block.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -23,19 +27,23 @@
 #include "absl/synchronization/mutex.h"
 #include "kernels/backend.h"
 #include "kernels/sampling.h"
+#include "worker/comm/collective_group.h"
 #include "worker/engine/engine_types.h"
 #include "worker/engine/generation_engine.h"
-#include "worker/engine/local_attention.h"
 #include "worker/engine/scheduler.h"
+#include "worker/engine/step_runner.h"
 #include "worker/model/llama_model.h"
 
 namespace cpserve {
 
 class Engine final : public GenerationEngine {
  public:
+  // group: the pool's collective group with this process as rank 0, or null for a
+  // single-rank engine. weights, backend and group must outlive the engine.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const ModelWeights& weights,
                                                         Backend& backend,
-                                                        const EngineOptions& options);
+                                                        const EngineOptions& options,
+                                                        comm::CollectiveGroup* group = nullptr);
   ~Engine();  // stops the thread; unfinished requests end with CANCELLED
 
   // Queues a request. Bad token ids are refused here (InvalidArgument); other
@@ -51,7 +59,7 @@ class Engine final : public GenerationEngine {
 
   EngineStats Stats() const override;
   const ModelConfig& config() const override { return model_.config(); }
-  bool healthy() const override { return true; }
+  bool healthy() const override { return healthy_.load(); }
 
   // Disaggregation needs the KV transfer agent of a pool rank: the single-rank
   // in-process engine answers UNIMPLEMENTED (pools use the CP engine).
@@ -79,22 +87,28 @@ class Engine final : public GenerationEngine {
   };
 
   Engine(const ModelWeights& weights, Backend& backend, const EngineOptions& options,
-         Scheduler scheduler, Tensor cache, const KvCacheView& view);
+         comm::CollectiveGroup* group, const CpLayout& layout, Scheduler scheduler, Tensor cache,
+         const KvCacheView& view);
   void Loop();
   // Drains the inbox into the scheduler; returns false when stopping.
   bool Admit();
   absl::Status RunStep(const StepPlan& plan, std::vector<std::string>* stopped);
+  v1::StepCommand MakeCommand(const StepPlan& plan) const;
+  // A collective failed: the pool can no longer run steps.
+  void Break(const absl::Status& status);
   void FailAll(const absl::Status& status);
   void PublishStats();
 
   const ModelWeights& weights_;
   Backend& backend_;
   EngineOptions options_;
+  comm::CollectiveGroup* group_;  // null for a single rank
+  CpLayout layout_;
   LlamaModel model_;
   Tensor cache_tensor_;
-  KvCacheView cache_;
-  LocalAttention attention_;
+  StepRunner runner_;
   std::vector<int32_t> eos_;
+  std::atomic<bool> healthy_{true};
 
   // Engine-thread state.
   Scheduler scheduler_;
@@ -109,5 +123,14 @@ class Engine final : public GenerationEngine {
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
+
+// Runs the steps the leader (rank 0 of `group`) broadcasts, on a rank > 0 of a
+// pool, until the leader stops (OK) or a collective fails (its error). options
+// must match the leader's.
+absl::Status RunFollower(const ModelWeights& weights, Backend& backend,
+                         const EngineOptions& options, comm::CollectiveGroup& group);
+
+// The KV layout and scheduler configuration both sides derive from the options.
+CpLayout EngineKvLayout(const EngineOptions& options, int world_size);
 
 }  // namespace cpserve

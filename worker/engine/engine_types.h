@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "kernels/sampling.h"
 #include "worker/engine/scheduler_types.h"
 
@@ -19,6 +20,8 @@ struct GenerationParams {
   // after the model's EOS tokens unless ignore_eos.
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
+  // Attach each sampled token's full logits row to its TokenEvent (tests, log-probs).
+  bool return_logits = false;
 };
 
 // One streamed event. Every request gets tokens in order, then exactly one event
@@ -27,13 +30,22 @@ struct TokenEvent {
   int32_t token = -1;  // -1 when this event carries no token
   bool finished = false;
   FinishReason reason = FinishReason::kNone;  // kLength or kStop when finished normally
-  absl::Status status;  // CANCELLED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ... on failure
+  absl::Status status;        // CANCELLED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ... on failure
+  std::vector<float> logits;  // with GenerationParams::return_logits: the row `token` came from
 };
 using TokenCallback = std::function<void(const TokenEvent&)>;
 
 struct EngineOptions {
-  int32_t num_kv_blocks = 1024;
+  int32_t num_kv_blocks = 1024;  // per rank
   int32_t block_size = 16;
+  // KV interleave across the ranks of a CP pool (DESIGN §3); 0 means block_size.
+  int32_t interleave = 0;
+  // Prefill chunks are split across the ranks by DualChunkSwap (a PCP prefill pool);
+  // otherwise every rank computes every token (DCP decode pool, single rank).
+  bool partition_prefill = false;
+  // A leader with nothing to do tells its followers so at this interval, so their
+  // collective waits do not time out.
+  absl::Duration idle_keepalive = absl::Milliseconds(500);
   int64_t max_batch_tokens = 2048;
   int32_t max_running = 64;
   int64_t max_model_len = 0;  // 0: the model's max_position_embeddings

@@ -44,7 +44,16 @@ absl::StatusOr<Tensor> LlamaModel::Forward(const ForwardInput& in, AttentionLaye
     if (row < 0 || row >= T) return absl::InvalidArgumentError("forward: logit row out of range");
   }
   const int64_t S = static_cast<int64_t>(in.logit_rows.size());
-  if (T == 0) return backend_.Alloc({S, c.vocab_size}, DType::kF32);
+  if (T == 0) {
+    // No tokens on this rank, but the attention layer may still take part in its
+    // group's collectives: call it for every layer with empty tensors.
+    CPSERVE_ASSIGN_OR_RETURN(Tensor q, backend_.Alloc({0, hq, d}, dt));
+    CPSERVE_ASSIGN_OR_RETURN(Tensor kv, backend_.Alloc({0, hkv, d}, dt));
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      CPSERVE_RETURN_IF_ERROR(attention.Forward(l, q, kv, kv, q));
+    }
+    return backend_.Alloc({S, c.vocab_size}, DType::kF32);
+  }
 
   // Inputs to the device.
   absl::StatusOr<Tensor> ids = backend_.Alloc({T}, DType::kI32);

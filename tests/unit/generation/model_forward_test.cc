@@ -11,7 +11,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/reference/forward_ref.h"
 #include "tests/unit/generation/test_model.h"
-#include "worker/engine/local_attention.h"
+#include "worker/cp/cp_attention.h"
 #include "worker/model/llama_model.h"
 
 namespace cpserve {
@@ -64,7 +64,7 @@ std::vector<std::vector<float>> ChunkedLogits(const ModelWeights& w,
   std::shuffle(table.begin(), table.end(), std::mt19937(5));
   table.resize(blocks);
   LlamaModel model(w, *backend);
-  LocalAttention attention(*backend, view);
+  CpAttention attention(*backend, /*group=*/nullptr, view, CpLayout{1, block_size, block_size});
   std::vector<std::vector<float>> out;
   for (int64_t start = 0; start < n; start += chunk) {
     const int64_t end = std::min<int64_t>(n, start + chunk);
@@ -76,8 +76,9 @@ std::vector<std::vector<float>> ChunkedLogits(const ModelWeights& w,
       in.logit_rows.push_back(p - start);
       slots.push_back(int64_t{table[p / block_size]} * block_size + p % block_size);
     }
-    StepSegment seg{0, end - start, start, table};
-    EXPECT_TRUE(attention.SetStep({seg}, slots).ok());
+    std::vector<CpWork> works = {{start, end - start, false}};
+    CpStepLayout layout = BuildCpStepLayout(works, 0, 1);
+    EXPECT_TRUE(attention.SetStep(works, layout, {table}, slots).ok());
     absl::StatusOr<Tensor> logits = model.Forward(in, attention);
     EXPECT_TRUE(logits.ok()) << logits.status();
     for (int64_t r = 0; r < end - start; ++r) {
