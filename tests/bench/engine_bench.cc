@@ -90,8 +90,8 @@ void BM_PrefillStep(benchmark::State& state) {
     if (!out.ok()) state.SkipWithError(out.status().ToString().c_str());
     benchmark::DoNotOptimize(out);
   }
-  state.counters["tokens/s"] =
-      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens),
+                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_PrefillStep)->ArgName("tokens")->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond);
 
