@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -698,6 +699,19 @@ bool TransferAgent::cuda_memory_supported() const { return impl_->cuda; }
 
 absl::StatusOr<v1::KvDestination> TransferAgent::Reserve(const std::string& transfer_id,
                                                          int64_t num_blocks, absl::Time deadline) {
+  return ReserveImpl(transfer_id, num_blocks, {}, deadline);
+}
+
+absl::StatusOr<v1::KvDestination> TransferAgent::ReserveBlocks(const std::string& transfer_id,
+                                                               std::vector<int32_t> block_ids,
+                                                               absl::Time deadline) {
+  return ReserveImpl(transfer_id, -1, std::move(block_ids), deadline);
+}
+
+absl::StatusOr<v1::KvDestination> TransferAgent::ReserveImpl(const std::string& transfer_id,
+                                                             int64_t num_blocks,
+                                                             std::vector<int32_t> block_ids,
+                                                             absl::Time deadline) {
   using R = absl::StatusOr<v1::KvDestination>;
   return impl_->Call<R>([&]() -> R {
     Impl& m = *impl_;
@@ -705,15 +719,33 @@ absl::StatusOr<v1::KvDestination> TransferAgent::Reserve(const std::string& tran
     if (transfer_id.empty() || m.recvs.count(transfer_id)) {
       return absl::AlreadyExistsError("transfer id empty or in use: " + transfer_id);
     }
-    if (num_blocks < 0 || num_blocks > static_cast<int64_t>(m.free_blocks.size())) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("want ", num_blocks, " KV blocks, ", m.free_blocks.size(), " free"));
-    }
     auto r = std::make_unique<Impl::RecvTransfer>();
     r->id = transfer_id;
     r->deadline = deadline;
-    r->blocks.assign(m.free_blocks.end() - num_blocks, m.free_blocks.end());
-    m.free_blocks.resize(m.free_blocks.size() - num_blocks);
+    if (num_blocks >= 0) {  // the agent picks
+      if (num_blocks > static_cast<int64_t>(m.free_blocks.size())) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("want ", num_blocks, " KV blocks, ", m.free_blocks.size(), " free"));
+      }
+      r->blocks.assign(m.free_blocks.end() - num_blocks, m.free_blocks.end());
+      m.free_blocks.resize(m.free_blocks.size() - num_blocks);
+    } else {  // the caller's block manager picked: they must all be free here
+      std::vector<int32_t> remaining = m.free_blocks;
+      for (int32_t b : block_ids) {
+        auto it = std::find(remaining.begin(), remaining.end(), b);
+        if (b < 0 || b >= m.region.num_blocks) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("block ", b, " outside the region of ", m.region.num_blocks, " blocks"));
+        }
+        if (it == remaining.end()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("block ", b, " is already reserved (or listed twice)"));
+        }
+        remaining.erase(it);
+      }
+      m.free_blocks = std::move(remaining);
+      r->blocks = std::move(block_ids);
+    }
     v1::KvDestination d;
     d.set_rank(m.region.rank);
     d.set_worker_address(m.address);

@@ -97,6 +97,12 @@ class TransferAgent {
   // and the blocks are freed. RESOURCE_EXHAUSTED when too few blocks are free.
   absl::StatusOr<v1::KvDestination> Reserve(const std::string& transfer_id, int64_t num_blocks,
                                             absl::Time deadline);
+  // Like Reserve, for a pool whose scheduler chose the blocks (local block order):
+  // each must be inside the region and not reserved by another live transfer
+  // (FAILED_PRECONDITION otherwise; nothing is reserved).
+  absl::StatusOr<v1::KvDestination> ReserveBlocks(const std::string& transfer_id,
+                                                  std::vector<int32_t> block_ids,
+                                                  absl::Time deadline);
   // Waits until the transfer completed (OK: every sender's KV is in the blocks)
   // or failed (its status: CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE for a dead
   // sender, ...) or until `wait_until` (then DEADLINE_EXCEEDED, transfer untouched).
@@ -123,6 +129,9 @@ class TransferAgent {
 
  private:
   explicit TransferAgent(std::unique_ptr<Impl> impl);
+  absl::StatusOr<v1::KvDestination> ReserveImpl(const std::string& transfer_id, int64_t num_blocks,
+                                                std::vector<int32_t> block_ids,
+                                                absl::Time deadline);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -140,11 +140,25 @@ TEST_P(ComputedKvTransferTest, DecodeCachesHoldThePrefillComputedKvAtTheirSlots)
   target.set_transfer_id("xfer-1");
   *target.mutable_layout() = PoolLayout(d, interleave).ToProto();
   for (int r = 0; r < d; ++r) {
-    auto dest = decode[r].agent->Reserve("xfer-1", dst_layout.LocalBlocks(n, r),
-                                         absl::Now() + absl::Seconds(30));
+    // The decode pool's scheduler picks the blocks (shuffled); the agent reserves them.
+    std::vector<int32_t> ids(kBlocksPerRank);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    ids.resize(dst_layout.LocalBlocks(n, r));
+    auto dest = decode[r].agent->ReserveBlocks("xfer-1", ids, absl::Now() + absl::Seconds(30));
     ASSERT_TRUE(dest.ok()) << dest.status();
-    decode[r].table.assign(dest->block_ids().begin(), dest->block_ids().end());
+    decode[r].table = ids;
+    ASSERT_EQ(std::vector<int32_t>(dest->block_ids().begin(), dest->block_ids().end()), ids);
     *target.add_destinations() = *dest;
+    if (ids.empty()) continue;  // this rank holds none of a short prompt
+    // A block already reserved cannot be reserved again (and nothing else is taken).
+    const int64_t free_before = decode[r].agent->counters().free_blocks;
+    EXPECT_EQ(decode[r]
+                  .agent->ReserveBlocks("other", {ids[0]}, absl::Now() + absl::Seconds(30))
+                  .status()
+                  .code(),
+              absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(decode[r].agent->counters().free_blocks, free_before);
   }
   // Prefill pool: PCP prefill into shuffled blocks, then every rank pushes.
   std::vector<Rank> prefill = MakeRanks(p, interleave, true);
