@@ -20,10 +20,15 @@ struct RankState {
   CpLayout layout;
   Tensor cache;
   KvCacheView view;
+  std::unique_ptr<RankTransfers> transfers;  // with enable_transfer
+  std::vector<v1::KvDestination> templates;  // every rank's, with enable_transfer
 };
 
 absl::StatusOr<RankState> MakeRankState(const ModelWeights& weights, Backend& backend,
-                                        const EngineOptions& options, int world_size) {
+                                        const EngineOptions& options,
+                                        comm::CollectiveGroup* group) {
+  const int world_size = group != nullptr ? group->world_size() : 1;
+  const int rank = group != nullptr ? group->rank() : 0;
   const ModelConfig& c = weights.config;
   RankState st;
   st.layout = EngineKvLayout(options, world_size);
@@ -32,6 +37,11 @@ absl::StatusOr<RankState> MakeRankState(const ModelWeights& weights, Backend& ba
       st.cache, backend.AllocKvCache(options.num_kv_blocks, c.num_hidden_layers, options.block_size,
                                      c.num_key_value_heads, c.head_dim));
   CPSERVE_ASSIGN_OR_RETURN(st.view, KvCacheView::FromTensor(st.cache));
+  if (options.enable_transfer) {
+    CPSERVE_ASSIGN_OR_RETURN(st.transfers, RankTransfers::Create(st.view, st.layout, rank));
+    CPSERVE_ASSIGN_OR_RETURN(st.templates,
+                             ExchangeDestinations(st.transfers->DestinationTemplate(), group));
+  }
   return st;
 }
 
@@ -45,7 +55,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelWeights& weigh
     return absl::InvalidArgumentError("the engine runs on rank 0; other ranks use RunFollower");
   }
   const int world = group != nullptr ? group->world_size() : 1;
-  CPSERVE_ASSIGN_OR_RETURN(RankState st, MakeRankState(weights, backend, options, world));
+  CPSERVE_ASSIGN_OR_RETURN(RankState st, MakeRankState(weights, backend, options, group));
   SchedulerConfig sc;
   sc.layout = st.layout;
   sc.num_blocks.assign(world, options.num_kv_blocks);
@@ -54,13 +64,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelWeights& weigh
   sc.max_model_len =
       options.max_model_len > 0 ? options.max_model_len : weights.config.max_position_embeddings;
   CPSERVE_ASSIGN_OR_RETURN(Scheduler scheduler, Scheduler::Create(sc));
-  return std::unique_ptr<Engine>(new Engine(weights, backend, options, group, st.layout,
-                                            std::move(scheduler), std::move(st.cache), st.view));
+  auto engine = std::unique_ptr<Engine>(new Engine(weights, backend, options, group, st.layout,
+                                                   std::move(scheduler), std::move(st.cache),
+                                                   st.view, std::move(st.transfers)));
+  engine->templates_ = std::move(st.templates);
+  engine->Start();
+  return engine;
 }
 
 Engine::Engine(const ModelWeights& weights, Backend& backend, const EngineOptions& options,
                comm::CollectiveGroup* group, const CpLayout& layout, Scheduler scheduler,
-               Tensor cache, const KvCacheView& view)
+               Tensor cache, const KvCacheView& view, std::unique_ptr<RankTransfers> transfers)
     : weights_(weights),
       backend_(backend),
       options_(options),
@@ -69,6 +83,7 @@ Engine::Engine(const ModelWeights& weights, Backend& backend, const EngineOption
       model_(weights, backend),
       cache_tensor_(std::move(cache)),
       runner_(model_, backend, group, view, layout, 0),
+      transfers_(std::move(transfers)),
       scheduler_(std::move(scheduler)) {
   for (int64_t id : weights.config.eos_token_ids) eos_.push_back(static_cast<int32_t>(id));
   {
@@ -76,6 +91,9 @@ Engine::Engine(const ModelWeights& weights, Backend& backend, const EngineOption
     stats_.total_kv_blocks = options.num_kv_blocks;
     stats_.free_kv_blocks = options.num_kv_blocks;
   }
+}
+
+void Engine::Start() {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -94,6 +112,13 @@ Engine::~Engine() {
 
 absl::Status Engine::Submit(const std::string& id, std::vector<int32_t> prompt,
                             const GenerationParams& params, TokenCallback callback) {
+  return Enqueue(Pending{id, std::move(prompt), params, std::move(callback)});
+}
+
+absl::Status Engine::Enqueue(Pending p) {
+  const std::string& id = p.id;
+  const GenerationParams& params = p.params;
+  const std::vector<int32_t>& prompt = p.prompt;
   const int64_t vocab = weights_.config.vocab_size;
   for (size_t i = 0; i < prompt.size(); ++i) {
     if (prompt[i] < 0 || prompt[i] >= vocab) {
@@ -111,7 +136,7 @@ absl::Status Engine::Submit(const std::string& id, std::vector<int32_t> prompt,
   }
   absl::MutexLock lock(&mu_);
   if (stop_) return absl::UnavailableError("engine is stopping");
-  inbox_.push_back(Pending{id, std::move(prompt), params, std::move(callback)});
+  inbox_.push_back(std::move(p));
   return absl::OkStatus();
 }
 
@@ -139,22 +164,6 @@ absl::StatusOr<std::vector<int32_t>> Engine::Generate(std::vector<int32_t> promp
   return *tokens;
 }
 
-absl::StatusOr<v1::KvTransferTarget> Engine::Reserve(const std::string&, int64_t, int64_t,
-                                                     absl::Duration) {
-  return absl::UnimplementedError("the in-process engine has no KV transfer; use a pool engine");
-}
-
-absl::Status Engine::SubmitPrefilled(const std::string&, std::vector<int32_t>, int32_t,
-                                     const GenerationParams&, TokenCallback) {
-  return absl::UnimplementedError("the in-process engine has no KV transfer; use a pool engine");
-}
-
-absl::Status Engine::SubmitPrefill(const std::string&, std::vector<int32_t>,
-                                   const GenerationParams&, const v1::KvTransferTarget&, absl::Time,
-                                   PrefillCallback) {
-  return absl::UnimplementedError("the in-process engine has no KV transfer; use a pool engine");
-}
-
 EngineStats Engine::Stats() const {
   absl::MutexLock lock(&mu_);
   return stats_;
@@ -163,22 +172,26 @@ EngineStats Engine::Stats() const {
 bool Engine::Admit() {
   std::deque<Pending> inbox;
   std::vector<std::string> cancels;
+  std::deque<std::function<void()>> tasks;
   {
     absl::MutexLock lock(&mu_);
     if (stop_) return false;
     // Sleep until there is something to do.
-    if (inbox_.empty() && cancels_.empty() && !scheduler_.HasWork()) {
+    if (inbox_.empty() && cancels_.empty() && tasks_.empty() && !scheduler_.HasWork()) {
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return stop_ || !inbox_.empty() || !cancels_.empty();
+        return stop_ || !inbox_.empty() || !cancels_.empty() || !tasks_.empty();
       };
-      if (group_ == nullptr || !healthy_.load()) {
+      if (HasTransferWork()) {
+        // Transfers in flight: look again soon (the loop polls them).
+        mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Milliseconds(2));
+      } else if (group_ == nullptr || !healthy_.load()) {
         mu_.Await(absl::Condition(&ready));
       } else if (!mu_.AwaitWithTimeout(absl::Condition(&ready), options_.idle_keepalive)) {
         // Idle: keep the followers' collective waits alive.
         mu_.Unlock();
         v1::StepCommand idle;
         idle.set_kind(v1::StepCommand::KIND_IDLE);
-        const absl::Status sent = SendStep(*group_, idle);
+        const absl::Status sent = Broadcast(idle);
         mu_.Lock();
         if (!sent.ok()) {
           mu_.Unlock();
@@ -190,12 +203,15 @@ bool Engine::Admit() {
     }
     inbox.swap(inbox_);
     cancels.swap(cancels_);
+    tasks.swap(tasks_);
   }
+  for (auto& task : tasks) task();
   for (Pending& p : inbox) {
     RequestSpec spec;
     spec.id = p.id;
     spec.prompt_len = static_cast<int64_t>(p.prompt.size());
     spec.max_tokens = p.params.max_tokens;
+    spec.hold_kv_on_finish = p.hold_kv;
     absl::Status added = live_.contains(p.id)
                              ? absl::AlreadyExistsError(absl::StrCat("request ", p.id, " exists"))
                              : scheduler_.Add(spec);
@@ -211,6 +227,14 @@ bool Engine::Admit() {
     live_.emplace(p.id, std::move(live));
   }
   for (const std::string& id : cancels) {
+    if (incoming_.contains(id)) {
+      // Its blocks may still be written by a prefill pool: release them first.
+      ReleaseIncoming(id, absl::CancelledError(absl::StrCat("request ", id, " cancelled")));
+      continue;
+    }
+    if (auto out = outgoing_.find(id); out != outgoing_.end()) {
+      out->second.cancelled = true;  // reported when its push (if any) settles
+    }
     auto it = live_.find(id);
     if (it == live_.end()) continue;
     (void)scheduler_.Cancel(id);
@@ -225,7 +249,10 @@ bool Engine::Admit() {
 
 void Engine::Loop() {
   while (Admit()) {
-    if (!scheduler_.HasWork()) continue;
+    if (!scheduler_.HasWork()) {
+      if (HasTransferWork()) RunIdleTransfers();
+      continue;
+    }
     absl::StatusOr<StepPlan> plan = scheduler_.Schedule();
     if (!plan.ok()) {
       FailAll(plan.status());
@@ -268,6 +295,7 @@ void Engine::Loop() {
       continue;
     }
     for (const FinishedRequest& f : *finished) {
+      OnFinished(f);
       auto it = live_.find(f.id);
       if (it == live_.end()) continue;
       TokenCallback callback = std::move(it->second.callback);
@@ -334,15 +362,23 @@ v1::StepCommand Engine::MakeCommand(const StepPlan& plan) const {
   return command;
 }
 
+absl::Status Engine::Broadcast(const v1::StepCommand& command) {
+  if (group_ == nullptr) return absl::OkStatus();
+  last_broadcast_ = absl::Now();
+  return SendStep(*group_, command);
+}
+
 void Engine::Break(const absl::Status& status) {
   healthy_.store(false);
   FailAll(absl::UnavailableError(absl::StrCat("pool broken: ", status.message())));
 }
 
 absl::Status Engine::RunStep(const StepPlan& plan, std::vector<std::string>* stopped) {
-  const v1::StepCommand command = MakeCommand(plan);
-  if (group_ != nullptr) CPSERVE_RETURN_IF_ERROR(SendStep(*group_, command));
+  v1::StepCommand command = MakeCommand(plan);
+  std::vector<std::function<void(int32_t)>> handlers = AttachTransferOps(&command);
+  CPSERVE_RETURN_IF_ERROR(Broadcast(command));
   CPSERVE_ASSIGN_OR_RETURN(StepOutput out, runner_.Run(command));
+  CPSERVE_RETURN_IF_ERROR(RunTransfers(command, handlers));
   size_t k = 0, logits_k = 0;
   for (const ScheduledWork& w : plan.work) {
     if (!w.samples) continue;
@@ -363,15 +399,20 @@ absl::Status Engine::RunStep(const StepPlan& plan, std::vector<std::string>* sto
 
 absl::Status RunFollower(const ModelWeights& weights, Backend& backend,
                          const EngineOptions& options, comm::CollectiveGroup& group) {
-  CPSERVE_ASSIGN_OR_RETURN(RankState st,
-                           MakeRankState(weights, backend, options, group.world_size()));
+  CPSERVE_ASSIGN_OR_RETURN(RankState st, MakeRankState(weights, backend, options, &group));
   LlamaModel model(weights, backend);
   StepRunner runner(model, backend, &group, st.view, st.layout, group.rank());
   while (true) {
     CPSERVE_ASSIGN_OR_RETURN(v1::StepCommand command, ReceiveStep(group));
     if (command.kind() == v1::StepCommand::KIND_STOP) return absl::OkStatus();
-    if (command.kind() == v1::StepCommand::KIND_IDLE) continue;
-    CPSERVE_RETURN_IF_ERROR(runner.Run(command).status());
+    if (command.kind() == v1::StepCommand::KIND_STEP) {
+      CPSERVE_RETURN_IF_ERROR(runner.Run(command).status());
+    }
+    if (command.transfers_size() > 0) {
+      if (st.transfers == nullptr)
+        return absl::InternalError("transfer op on a pool without KV transfer");
+      CPSERVE_RETURN_IF_ERROR(st.transfers->Run(command, group.rank(), &group).status());
+    }
   }
 }
 

@@ -30,6 +30,7 @@
 #include "worker/comm/collective_group.h"
 #include "worker/engine/engine_types.h"
 #include "worker/engine/generation_engine.h"
+#include "worker/engine/rank_transfers.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/step_runner.h"
 #include "worker/model/llama_model.h"
@@ -61,8 +62,8 @@ class Engine final : public GenerationEngine {
   const ModelConfig& config() const override { return model_.config(); }
   bool healthy() const override { return healthy_.load(); }
 
-  // Disaggregation needs the KV transfer agent of a pool rank: the single-rank
-  // in-process engine answers UNIMPLEMENTED (pools use the CP engine).
+  // Disaggregation (engine_transfer.cc): needs EngineOptions::enable_transfer,
+  // else UNIMPLEMENTED.
   absl::StatusOr<v1::KvTransferTarget> Reserve(const std::string& id, int64_t prompt_len,
                                                int64_t max_tokens, absl::Duration ttl) override;
   absl::Status SubmitPrefilled(const std::string& id, std::vector<int32_t> prompt,
@@ -78,6 +79,7 @@ class Engine final : public GenerationEngine {
     std::vector<int32_t> prompt;
     GenerationParams params;
     TokenCallback callback;
+    bool hold_kv = false;  // prefill pools: keep the KV after the first token
   };
   struct Live {
     std::vector<int32_t> tokens;  // prompt followed by generated tokens
@@ -86,14 +88,54 @@ class Engine final : public GenerationEngine {
     TokenCallback callback;
   };
 
+  absl::Status Enqueue(Pending pending);
   Engine(const ModelWeights& weights, Backend& backend, const EngineOptions& options,
          comm::CollectiveGroup* group, const CpLayout& layout, Scheduler scheduler, Tensor cache,
-         const KvCacheView& view);
+         const KvCacheView& view, std::unique_ptr<RankTransfers> transfers);
+  void Start();
+
+  // ---- Disaggregation (engine_transfer.cc; engine thread unless noted) ----
+  struct Incoming {  // decode side: a reservation awaiting a prefill pool's KV
+    std::string transfer_id;
+    absl::Time deadline;
+    bool reserved = false;   // every rank's agent expects it
+    bool submitted = false;  // SubmitPrefilled arrived (tokens known)
+    bool ready = false;      // KV complete on every rank; decoding
+    bool releasing = false;
+  };
+  struct Outgoing {  // prefill side: prefill, then push to a decode pool
+    v1::KvTransferTarget target;
+    absl::Time deadline;
+    PrefillCallback callback;
+    int32_t first_token = -1;
+    int64_t prompt_len = 0;
+    absl::Time received, prefilled;
+    bool pushing = false, push_started = false, cancelled = false;
+  };
+  struct QueuedOp {
+    v1::TransferOp op;
+    std::function<void(int32_t)> done;  // called with the pool-wide outcome code
+  };
+  // Runs `task` on the engine thread (any thread).
+  void Post(std::function<void()> task);
+  bool HasTransferWork() const;
+  std::vector<std::function<void(int32_t)>> AttachTransferOps(v1::StepCommand* command);
+  absl::Status RunTransfers(const v1::StepCommand& command,
+                            std::vector<std::function<void(int32_t)>>& handlers);
+  void RunIdleTransfers();
+  void ReleaseIncoming(const std::string& id, absl::Status why);
+  void QueueRelease(const std::string& id, const std::string& transfer_id, absl::Status why);
+  void OnFinished(const FinishedRequest& f);
+  void FinishOutgoing(const std::string& id, absl::Status status);
+  v1::TransferOp BlocksOp(v1::TransferOp::Kind kind, const std::string& id,
+                          const std::string& transfer_id) const;
   void Loop();
   // Drains the inbox into the scheduler; returns false when stopping.
   bool Admit();
   absl::Status RunStep(const StepPlan& plan, std::vector<std::string>* stopped);
   v1::StepCommand MakeCommand(const StepPlan& plan) const;
+  // Sends a command to the followers (no-op for a single rank).
+  absl::Status Broadcast(const v1::StepCommand& command);
   // A collective failed: the pool can no longer run steps.
   void Break(const absl::Status& status);
   void FailAll(const absl::Status& status);
@@ -109,16 +151,24 @@ class Engine final : public GenerationEngine {
   StepRunner runner_;
   std::vector<int32_t> eos_;
   std::atomic<bool> healthy_{true};
+  std::unique_ptr<RankTransfers> transfers_;  // with enable_transfer
+  std::vector<v1::KvDestination> templates_;  // every rank's destination fields
 
   // Engine-thread state.
   Scheduler scheduler_;
   absl::flat_hash_map<std::string, Live> live_;
   int64_t steps_ = 0;
+  absl::flat_hash_map<std::string, Incoming> incoming_;
+  absl::flat_hash_map<std::string, Outgoing> outgoing_;
+  std::vector<QueuedOp> queued_ops_;
+  int64_t transfer_counter_ = 0;
+  absl::Time last_broadcast_;
   int64_t preemptions_ = 0;
 
   mutable absl::Mutex mu_;
   std::deque<Pending> inbox_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> cancels_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;

@@ -46,6 +46,9 @@ struct EngineOptions {
   // A leader with nothing to do tells its followers so at this interval, so their
   // collective waits do not time out.
   absl::Duration idle_keepalive = absl::Milliseconds(500);
+  // Give every rank a UCX transfer agent with its KV cache registered, for
+  // disaggregated prefill -> decode handoff (DESIGN §5).
+  bool enable_transfer = false;
   int64_t max_batch_tokens = 2048;
   int32_t max_running = 64;
   int64_t max_model_len = 0;  // 0: the model's max_position_embeddings

@@ -775,6 +775,16 @@ absl::Status TransferAgent::WaitReceived(const std::string& transfer_id, absl::T
   return *outcome->status;
 }
 
+std::optional<absl::Status> TransferAgent::PollReceived(const std::string& transfer_id) {
+  std::shared_ptr<Outcome> outcome = impl_->Call<std::shared_ptr<Outcome>>([&] {
+    auto it = impl_->recvs.find(transfer_id);
+    return it == impl_->recvs.end() ? nullptr : it->second->outcome;
+  });
+  if (!outcome) return absl::NotFoundError("no transfer " + transfer_id);
+  std::lock_guard<std::mutex> lock(outcome->mu);
+  return outcome->status;
+}
+
 absl::Status TransferAgent::CancelReceive(const std::string& transfer_id) {
   return impl_->Call<absl::Status>([&]() -> absl::Status {
     auto it = impl_->recvs.find(transfer_id);

@@ -17,6 +17,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -107,6 +108,9 @@ class TransferAgent {
   // or failed (its status: CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE for a dead
   // sender, ...) or until `wait_until` (then DEADLINE_EXCEEDED, transfer untouched).
   absl::Status WaitReceived(const std::string& transfer_id, absl::Time wait_until);
+  // Non-blocking WaitReceived: nullopt while the transfer is in flight, else its
+  // final status (NOT_FOUND for an unknown id).
+  std::optional<absl::Status> PollReceived(const std::string& transfer_id);
   // Cancels a live reservation (senders are told to stop). The blocks are freed
   // once no sender can write any more.
   absl::Status CancelReceive(const std::string& transfer_id);

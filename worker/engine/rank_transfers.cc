@@ -1,0 +1,150 @@
+#include "worker/engine/rank_transfers.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kernels/status_macros.h"
+#include "worker/transfer/kv_descriptor.h"
+
+namespace cpserve {
+namespace {
+
+int32_t Failed(const absl::Status& s) {
+  return kTransferFailedBase + static_cast<int32_t>(s.code());
+}
+
+absl::Time Deadline(int64_t unix_us) {
+  return unix_us > 0 ? absl::FromUnixMicros(unix_us) : absl::InfiniteFuture();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(const KvCacheView& cache,
+                                                                     const CpLayout& layout,
+                                                                     int rank) {
+  if (!cache.device.is_cpu()) {
+    return absl::UnimplementedError("KV transfer from GPU memory is not built yet");
+  }
+  auto self = std::unique_ptr<RankTransfers>(new RankTransfers());
+  transfer::AgentOptions options;
+  options.name = absl::StrCat("cpserve-rank-", rank);
+  CPSERVE_ASSIGN_OR_RETURN(self->agent_, transfer::TransferAgent::Create(options));
+  transfer::KvRegion region;
+  region.base = cache.base;
+  region.num_blocks = cache.num_blocks;
+  region.block_stride_bytes = static_cast<uint64_t>(cache.block_stride) * cache.element_size();
+  region.bytes = region.block_stride_bytes * static_cast<uint64_t>(cache.num_blocks);
+  region.layout.cp = layout;
+  region.layout.geometry = transfer::KvBlockGeometry{
+      static_cast<int>(cache.block_size), static_cast<int>(cache.num_layers),
+      static_cast<int>(cache.num_kv_heads), static_cast<int>(cache.head_dim),
+      static_cast<int>(cache.element_size())};
+  region.layout.dtype = DTypeName(cache.dtype);
+  region.rank = rank;
+  CPSERVE_RETURN_IF_ERROR(self->agent_->RegisterKvRegion(region));
+  // A zero-block reservation yields the destination fields of this rank.
+  const std::string probe = absl::StrCat("template-", rank);
+  CPSERVE_ASSIGN_OR_RETURN(self->template_,
+                           self->agent_->ReserveBlocks(probe, {}, absl::InfiniteFuture()));
+  (void)self->agent_->CancelReceive(probe);
+  (void)self->agent_->Release(probe);
+  return self;
+}
+
+v1::KvDestination RankTransfers::DestinationTemplate() const { return template_; }
+
+int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
+  transfer::TransferAgent& a = *agent_;
+  const auto& ids =
+      op.blocks_size() > rank ? op.blocks(rank).ids() : google::protobuf::RepeatedField<int32_t>();
+  switch (op.kind()) {
+    case v1::TransferOp::KIND_RESERVE: {
+      auto d = a.ReserveBlocks(op.transfer_id(), {ids.begin(), ids.end()},
+                               Deadline(op.deadline_unix_us()));
+      return d.ok() ? kTransferDone : Failed(d.status());
+    }
+    case v1::TransferOp::KIND_POLL_RECEIVE: {
+      std::optional<absl::Status> s = a.PollReceived(op.transfer_id());
+      if (!s.has_value()) return kTransferPending;
+      return s->ok() ? kTransferDone : Failed(*s);
+    }
+    case v1::TransferOp::KIND_RELEASE: {
+      if (!a.PollReceived(op.transfer_id()).has_value()) (void)a.CancelReceive(op.transfer_id());
+      const absl::Status released = a.Release(op.transfer_id());
+      if (absl::IsNotFound(released)) return kTransferDone;  // gone: no sender can write
+      if (!released.ok()) return kTransferPending;           // still live: cancelling
+      // Released: it is forgotten once every accepted sender confirmed or died.
+      const auto left = a.PollReceived(op.transfer_id());
+      return left.has_value() && absl::IsNotFound(*left) ? kTransferDone : kTransferPending;
+    }
+    case v1::TransferOp::KIND_PUSH: {
+      transfer::PushRequest req;
+      req.target = op.target();
+      req.prompt_len = op.prompt_len();
+      req.block_ids.assign(ids.begin(), ids.end());
+      req.deadline = Deadline(op.deadline_unix_us());
+      pushes_[op.transfer_id()] = a.PushAsync(std::move(req));
+      return kTransferPending;
+    }
+    case v1::TransferOp::KIND_POLL_PUSH: {
+      auto it = pushes_.find(op.transfer_id());
+      if (it == pushes_.end()) return Failed(absl::NotFoundError("no push"));
+      if (it->second.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+        return kTransferPending;
+      }
+      const absl::Status s = it->second.get();
+      pushes_.erase(it);
+      return s.ok() ? kTransferDone : Failed(s);
+    }
+    default:
+      return Failed(absl::InvalidArgumentError("unknown transfer op"));
+  }
+}
+
+absl::StatusOr<std::vector<int32_t>> RankTransfers::Run(const v1::StepCommand& command, int rank,
+                                                        comm::CollectiveGroup* group) {
+  std::vector<int32_t> codes;
+  for (const v1::TransferOp& op : command.transfers()) codes.push_back(RunOne(op, rank));
+  if (group != nullptr && !codes.empty()) {
+    Tensor t = Tensor::Borrow(codes.data(), {static_cast<int64_t>(codes.size())}, DType::kI32);
+    CPSERVE_RETURN_IF_ERROR(group->AllReduce(t, comm::ReduceOp::kMax));
+  }
+  return codes;
+}
+
+absl::StatusOr<std::vector<v1::KvDestination>> ExchangeDestinations(const v1::KvDestination& mine,
+                                                                    comm::CollectiveGroup* group) {
+  if (group == nullptr) return std::vector<v1::KvDestination>{mine};
+  const int world = group->world_size();
+  std::string bytes = mine.SerializeAsString();
+  int64_t size = static_cast<int64_t>(bytes.size());
+  std::vector<int64_t> sizes(world);
+  Tensor in = Tensor::Borrow(&size, {1}, DType::kI64);
+  Tensor out = Tensor::Borrow(sizes.data(), {world}, DType::kI64);
+  CPSERVE_RETURN_IF_ERROR(group->AllGather(in, out));
+  int64_t total = 0;
+  for (int64_t s : sizes) total += s;
+  std::string all(static_cast<size_t>(total), '\0');
+  Tensor send = Tensor::Borrow(bytes.data(), {size}, DType::kU8);
+  Tensor recv = Tensor::Borrow(all.data(), {total}, DType::kU8);
+  CPSERVE_RETURN_IF_ERROR(group->AllGatherV(send, recv, sizes));
+  std::vector<v1::KvDestination> result(world);
+  int64_t offset = 0;
+  for (int r = 0; r < world; ++r) {
+    if (!result[r].ParseFromArray(all.data() + offset, static_cast<int>(sizes[r]))) {
+      return absl::InternalError(absl::StrCat("corrupt destination of rank ", r));
+    }
+    offset += sizes[r];
+  }
+  return result;
+}
+
+absl::Status TransferOutcome(int32_t code, const std::string& what) {
+  if (code == kTransferDone) return absl::OkStatus();
+  if (code == kTransferPending) return absl::UnavailableError(what + ": still in flight");
+  return absl::Status(static_cast<absl::StatusCode>(code - kTransferFailedBase),
+                      absl::StrCat(what, " failed on at least one rank"));
+}
+
+}  // namespace cpserve
