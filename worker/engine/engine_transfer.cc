@@ -68,6 +68,7 @@ absl::StatusOr<v1::KvTransferTarget> Engine::Reserve(const std::string& id, int6
                                return;
                              }
                              incoming_[id].reserved = true;
+                             PublishStats();
                              const ModelConfig& c = weights_.config;
                              v1::KvTransferTarget target;
                              target.set_transfer_id(op.transfer_id());

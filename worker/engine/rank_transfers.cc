@@ -1,5 +1,7 @@
 #include "worker/engine/rank_transfers.h"
 
+#include <glog/logging.h>
+
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -88,6 +90,11 @@ int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
       return kTransferPending;
     }
     case v1::TransferOp::KIND_POLL_PUSH: {
+      // Other ranks may still be pushing, so the leader polls again: remember a
+      // finished push's status until it falls out of a bounded history.
+      if (auto done = finished_pushes_.find(op.transfer_id()); done != finished_pushes_.end()) {
+        return done->second.ok() ? kTransferDone : Failed(done->second);
+      }
       auto it = pushes_.find(op.transfer_id());
       if (it == pushes_.end()) return Failed(absl::NotFoundError("no push"));
       if (it->second.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
@@ -95,6 +102,13 @@ int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
       }
       const absl::Status s = it->second.get();
       pushes_.erase(it);
+      if (!s.ok()) LOG(WARNING) << "rank " << rank << ": push " << op.transfer_id() << ": " << s;
+      finished_pushes_[op.transfer_id()] = s;
+      finished_order_.push_back(op.transfer_id());
+      if (finished_order_.size() > 4096) {
+        finished_pushes_.erase(finished_order_.front());
+        finished_order_.pop_front();
+      }
       return s.ok() ? kTransferDone : Failed(s);
     }
     default:
@@ -105,7 +119,15 @@ int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
 absl::StatusOr<std::vector<int32_t>> RankTransfers::Run(const v1::StepCommand& command, int rank,
                                                         comm::CollectiveGroup* group) {
   std::vector<int32_t> codes;
-  for (const v1::TransferOp& op : command.transfers()) codes.push_back(RunOne(op, rank));
+  for (const v1::TransferOp& op : command.transfers()) {
+    codes.push_back(RunOne(op, rank));
+    if (codes.back() >= kTransferFailedBase) {
+      LOG(WARNING) << "rank " << rank << ": transfer op " << v1::TransferOp::Kind_Name(op.kind())
+                   << " of " << op.transfer_id() << " failed with code "
+                   << absl::StatusCodeToString(
+                          static_cast<absl::StatusCode>(codes.back() - kTransferFailedBase));
+    }
+  }
   if (group != nullptr && !codes.empty()) {
     Tensor t = Tensor::Borrow(codes.data(), {static_cast<int64_t>(codes.size())}, DType::kI32);
     CPSERVE_RETURN_IF_ERROR(group->AllReduce(t, comm::ReduceOp::kMax));

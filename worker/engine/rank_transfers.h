@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <future>
 #include <map>
 #include <memory>
@@ -46,6 +47,8 @@ class RankTransfers {
   std::unique_ptr<transfer::TransferAgent> agent_;
   v1::KvDestination template_;
   std::map<std::string, std::future<absl::Status>> pushes_;
+  std::map<std::string, absl::Status> finished_pushes_;
+  std::deque<std::string> finished_order_;
 };
 
 // Every rank's destination template, in rank order, on every rank (all-gather).

@@ -23,6 +23,7 @@ EngineOptions ToEngineOptions(const PoolEngineOptions& o) {
   eo.max_batch_tokens = o.max_batch_tokens;
   eo.max_running = static_cast<int32_t>(std::min<int64_t>(o.max_running, o.max_batch_tokens));
   eo.partition_prefill = o.role == PoolRole::kPrefill;
+  eo.enable_transfer = true;  // pools hand KV over (DESIGN §5)
   return eo;
 }
 
