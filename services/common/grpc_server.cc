@@ -78,7 +78,8 @@ void RequestShutdown() {
 
 bool ShutdownRequested() { return g_signals.load() > 0; }
 
-GrpcServer::GrpcServer(ServerOptions options) : options_(std::move(options)) {}
+GrpcServer::GrpcServer(ServerOptions options)
+    : options_(std::move(options)), metrics_(std::make_unique<Metrics>()) {}
 
 GrpcServer::~GrpcServer() {
   if (server_ != nullptr && !shut_down_) Shutdown(absl::ZeroDuration());
@@ -98,10 +99,7 @@ std::string GrpcServer::address() const { return absl::StrCat(options_.host, ":"
 
 absl::Status GrpcServer::Start() {
   CHECK(server_ == nullptr) << "Start twice";
-  absl::StatusOr<std::unique_ptr<Metrics>> metrics =
-      Metrics::Create(options_.host, options_.metrics_port);
-  if (!metrics.ok()) return metrics.status();
-  metrics_ = std::move(*metrics);
+  if (absl::Status s = metrics_->Serve(options_.host, options_.metrics_port); !s.ok()) return s;
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

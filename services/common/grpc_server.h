@@ -72,6 +72,8 @@ class GrpcServer {
 
   int port() const { return port_; }
   std::string address() const;  // host:port
+  // The registry exists from construction (services can create their metrics before
+  // Start()); the endpoint starts with Start().
   Metrics& metrics() { return *metrics_; }
   grpc::Server* server() { return server_.get(); }
   bool draining() const { return draining_.load(); }

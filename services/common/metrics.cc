@@ -18,19 +18,25 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {}
 Metrics::~Metrics() = default;
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& host, int port) {
-  std::unique_ptr<Metrics> m(new Metrics());
-  if (port < 0) return m;
+  auto m = std::make_unique<Metrics>();
+  if (absl::Status s = m->Serve(host, port); !s.ok()) return s;
+  return m;
+}
+
+absl::Status Metrics::Serve(const std::string& host, int port) {
+  if (port < 0) return absl::OkStatus();
+  if (exposer_ != nullptr) return absl::FailedPreconditionError("metrics endpoint already started");
   try {
     // civetweb takes "host:port"; port 0 binds an ephemeral port.
-    m->exposer_ = std::make_unique<prometheus::Exposer>(absl::StrCat(host, ":", port), 1);
+    exposer_ = std::make_unique<prometheus::Exposer>(absl::StrCat(host, ":", port), 1);
   } catch (const std::exception& e) {
     return absl::UnavailableError(
         absl::StrCat("cannot serve metrics on ", host, ":", port, ": ", e.what()));
   }
-  m->exposer_->RegisterCollectable(m->registry_);
-  const std::vector<int> ports = m->exposer_->GetListeningPorts();
-  m->port_ = ports.empty() ? port : ports.front();
-  return m;
+  exposer_->RegisterCollectable(registry_);
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  port_ = ports.empty() ? port : ports.front();
+  return absl::OkStatus();
 }
 
 prometheus::Counter& Metrics::Counter(const std::string& name, const std::string& help,

@@ -26,10 +26,14 @@ using Labels = std::map<std::string, std::string>;
 
 class Metrics {
  public:
+  // A registry with no endpoint yet.
+  Metrics();
+  ~Metrics();
   // A registry with no endpoint (port -1), or with an endpoint on host:port (0 picks
   // a free port). Unavailable when the port cannot be bound.
   static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& host, int port);
-  ~Metrics();
+  // Starts the endpoint on host:port (0 picks a free port; -1 does nothing). Once only.
+  absl::Status Serve(const std::string& host, int port);
 
   prometheus::Counter& Counter(const std::string& name, const std::string& help,
                                const Labels& labels = {});
@@ -49,7 +53,6 @@ class Metrics {
   std::string Text() const;
 
  private:
-  Metrics();
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = -1;
