@@ -221,8 +221,20 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   void OnReserveDone(const v1::ReserveResponse& resp, const grpc::Status& s) {
     if (done_) return;
     if (!s.ok()) {
-      if (s.error_code() == grpc::StatusCode::UNAVAILABLE) core_->MarkDown(decode_.reg.name);
-      return EndWith(Prefixed(absl::StrCat("decode pool ", decode_.reg.name, ": Reserve: "), s));
+      const grpc::StatusCode code = s.error_code();
+      if (code == grpc::StatusCode::UNAVAILABLE) core_->MarkDown(decode_.reg.name);
+      if (code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::CANCELLED ||
+          code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+          code == grpc::StatusCode::RESOURCE_EXHAUSTED || ctx_->IsCancelled()) {
+        return EndWith(Prefixed(absl::StrCat("decode pool ", decode_.reg.name, ": Reserve: "), s));
+      }
+      // The decode pool cannot take a transfer (e.g. UNIMPLEMENTED, a layout it cannot
+      // accept): it can still prefill the prompt itself.
+      LOG(WARNING) << request_id_ << ": Reserve on " << decode_.reg.name << " failed ("
+                   << s.error_message() << "); falling back to local prefill";
+      decode_active_ = false;
+      prefill_failures_ = 2;
+      return Dispatch(/*local_only=*/true);
     }
     StartPrefill(resp.target());
   }
