@@ -236,8 +236,13 @@ int RunPool(PoolRole role) {
   }
   core.AbortAll(absl::UnavailableError(absl::StrCat("pool ", pool, " is shutting down")));
   if (rendezvous) rendezvous->Shutdown();
-  server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  VLOG(1) << who << ": stopping the gRPC server";
+  // Every call is finished or aborted by now. The deadline only bounds the wait for
+  // idle clients to close their connections after GOAWAY (a client that is not
+  // polling notices it only on its 5 s backup poll); after it, gRPC drops them.
+  server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   server->server->Wait();
+  VLOG(1) << who << ": stopping the engine";
   engine->reset();  // after the server: no reactor can reach it any more
   std::cout << who << ": stopped" << std::endl;
   return exit_code;
