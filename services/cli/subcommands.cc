@@ -5,6 +5,8 @@
 namespace cpserve::cli {
 
 int RunMakeModel(const std::vector<std::string>& args);  // make_model.cc
+int RunRouter(const std::vector<std::string>& args);     // services/router/router_main.cc
+int RunGenerate(const std::vector<std::string>& args);   // services/client/generate_client.cc
 int RunPrefill(const std::vector<std::string>& args);    // services/pool/pool_main.cc
 int RunDecode(const std::vector<std::string>& args);     // services/pool/pool_main.cc
 int RunUp(const std::vector<std::string>& args);         // services/up/up.cc
@@ -19,8 +21,8 @@ const std::vector<Subcommand>& Subcommands() {
        "shorter ones are prefilled by a decode pool.",
        {"model", "host", "port", "metrics_port", "verbosity", "long_prompt_tokens",
         "max_queued_requests", "heartbeat_timeout_ms"},
-       nullptr,
-       "the serving-path issue (router, pools, `cpserve up`)"},
+       RunRouter,
+       ""},
       {"prefill",
        "Run one rank of a prefill pool (prefill context parallelism).",
        "Starts rank --rank of a prefill pool of --world_size ranks. Rank 0 (the leader) "
@@ -94,8 +96,8 @@ const std::vector<Subcommand>& Subcommands() {
        "prints one JSON object per streamed message.",
        {"address", "prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "json",
         "timeout_ms", "verbosity"},
-       nullptr,
-       "the serving-path issue (router, pools, `cpserve up`)"},
+       RunGenerate,
+       ""},
       {"make-model",
        "Write the synthetic model (Hugging Face format) to a directory.",
        "Writes config.json, model.safetensors and tokenizer.json of a small Llama-family "
