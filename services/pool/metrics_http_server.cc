@@ -13,7 +13,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "prometheus/text_serializer.h"
 
 namespace cpserve::services {
 namespace {
@@ -39,9 +38,9 @@ void WriteAll(int fd, const std::string& data) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& host, int port, std::shared_ptr<prometheus::Registry> registry) {
+    const std::string& host, int port, std::function<std::string()> render) {
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer());
-  s->registry_ = std::move(registry);
+  s->render_ = std::move(render);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -127,7 +126,7 @@ void MetricsHttpServer::Serve(int fd) {
   std::string body;
   std::string head;
   if (metrics) {
-    body = prometheus::TextSerializer().Serialize(registry_->Collect());
+    body = render_();
     head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n";
   } else {
     body = "only GET /metrics is served here\n";

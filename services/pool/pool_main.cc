@@ -5,7 +5,6 @@
 // collective group through the store) and registers with the router. Ranks > 0
 // serve health only and run the engine's steps. Every rank exits non-zero when its
 // engine becomes unhealthy so that its orchestrator restarts it; SIGTERM drains.
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <unistd.h>
@@ -19,11 +18,11 @@
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
 #include "services/cli/flags.h"
-#include "services/pool/grpc_server.h"
+#include "services/common/grpc_server.h"
+#include "services/pool/metrics_http_server.h"
 #include "services/pool/pool_metrics.h"
 #include "services/pool/pool_registrar.h"
 #include "services/pool/pool_service.h"
-#include "services/pool/signal_watcher.h"
 #include "worker/builtin/builtin_model.h"
 #include "worker/comm/rendezvous_service.h"
 #include "worker/pool/pool_engine.h"
@@ -31,7 +30,7 @@
 namespace cpserve {
 namespace services {
 
-// ---- gRPC server setup (to be replaced by services/common) ----
+namespace {
 
 std::string HostPort(const std::string& host, int port) {
   if (host.find(':') != std::string::npos && host.front() != '[') {
@@ -40,36 +39,12 @@ std::string HostPort(const std::string& host, int port) {
   return absl::StrCat(host, ":", port);
 }
 
-absl::StatusOr<GrpcServer> StartGrpcServer(const std::string& host, int port,
-                                           const std::vector<grpc::Service*>& services,
-                                           bool reflection) {
-  grpc::EnableDefaultHealthCheckService(true);
-  if (reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  GrpcServer out;
-  builder.AddListeningPort(HostPort(host, port), grpc::InsecureServerCredentials(), &out.port);
-  for (grpc::Service* s : services) builder.RegisterService(s);
-  out.server = builder.BuildAndStart();
-  if (out.server == nullptr || out.port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", HostPort(host, port)));
-  }
-  SetServing(*out.server, {}, false);
-  return out;
-}
-
+// Health of the whole server ("") and of each named service.
 void SetServing(grpc::Server& server, const std::vector<std::string>& service_names, bool serving) {
   grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
   if (health == nullptr) return;
   health->SetServingStatus(serving);
   for (const std::string& name : service_names) health->SetServingStatus(name, serving);
-}
-
-namespace {
-
-void InitLogging() {
-  if (!google::IsGoogleLoggingInitialized()) google::InitGoogleLogging("cpserve");
-  FLAGS_logtostderr = true;
-  FLAGS_v = absl::GetFlag(FLAGS_verbosity);
 }
 
 std::string AdvertiseHost(const std::string& host) {
@@ -95,9 +70,10 @@ v1::KvLayout Layout(const ModelConfig& c, int world_size, int block_size, int in
 }
 
 int RunPool(PoolRole role) {
-  InitLogging();
   const std::string role_name = role == PoolRole::kPrefill ? "prefill" : "decode";
   const std::string prog = "cpserve " + role_name;
+  service::InitLogging(("cpserve-" + role_name).c_str(), absl::GetFlag(FLAGS_verbosity));
+  service::InstallShutdownSignalHandlers();
   const int rank = absl::GetFlag(FLAGS_rank);
   const int world_size = absl::GetFlag(FLAGS_world_size);
   const std::string host = absl::GetFlag(FLAGS_host);
@@ -114,7 +90,6 @@ int RunPool(PoolRole role) {
   }
   const std::string who = absl::StrCat(prog, " [pool ", pool, " rank ", rank, "/", world_size, "]");
 
-  SignalWatcher signals;  // before any thread starts
   absl::StatusOr<std::string> model_dir = ResolveModelDir(absl::GetFlag(FLAGS_model));
   if (!model_dir.ok()) {
     std::cerr << who << ": cannot load the model: " << model_dir.status() << "\n";
@@ -123,20 +98,32 @@ int RunPool(PoolRole role) {
   const uint64_t epoch = (static_cast<uint64_t>(std::random_device{}()) << 32) ^
                          std::random_device{}() ^ static_cast<uint64_t>(getpid());
 
-  PoolMetrics metrics(pool, role_name, rank);
+  // The shared server (health, reflection, graceful stop). Its metrics endpoint is
+  // left off: prometheus-cpp's civetweb threads crash in this binary (see
+  // metrics_http_server.h), so the registry is served by MetricsHttpServer.
+  service::GrpcServer server({.host = host,
+                              .port = absl::GetFlag(FLAGS_port),
+                              .metrics_port = -1,
+                              .name = absl::StrCat(role_name, " pool ", pool, " rank ", rank)});
+  PoolMetrics metrics(server.metrics().registry(), pool, role_name, rank);
+  std::unique_ptr<MetricsHttpServer> metrics_http;
   if (const int mp = absl::GetFlag(FLAGS_metrics_port); mp >= 0) {
-    if (absl::Status s = metrics.StartExposer(host, mp); !s.ok()) {
-      std::cerr << who << ": " << s << "\n";
+    service::Metrics* m = &server.metrics();
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
+        MetricsHttpServer::Start(host, mp, [m] { return m->Text(); });
+    if (!http.ok()) {
+      std::cerr << who << ": " << http.status() << "\n";
       return 1;
     }
+    metrics_http = *std::move(http);
   }
   PoolCore core(&metrics, epoch);
   std::unique_ptr<comm::RendezvousService> rendezvous;
   std::unique_ptr<grpc::Service> api;
-  std::vector<grpc::Service*> services;
   std::vector<std::string> service_names;
   if (rank == 0) {
     rendezvous = std::make_unique<comm::RendezvousService>();
+    server.AddService(rendezvous.get(), v1::Rendezvous::service_full_name());
     if (role == PoolRole::kDecode) {
       api = std::make_unique<DecodePoolService>(&core);
       service_names.push_back(v1::DecodePool::service_full_name());
@@ -144,18 +131,20 @@ int RunPool(PoolRole role) {
       api = std::make_unique<PrefillPoolService>(&core);
       service_names.push_back(v1::PrefillPool::service_full_name());
     }
-    services = {rendezvous.get(), api.get()};
+    server.AddService(api.get(), service_names.back());
   }
-  absl::StatusOr<GrpcServer> server =
-      StartGrpcServer(host, absl::GetFlag(FLAGS_port), services, /*reflection=*/rank == 0);
-  if (!server.ok()) {
-    std::cerr << who << ": " << server.status() << "\n";
+  server.OnDrain([&core] { core.StopAdmitting("pool is shutting down"); });
+  if (absl::Status s = server.Start(); !s.ok()) {
+    std::cerr << who << ": " << s << "\n";
     return 1;
   }
+  // Not ready until the engine is: Start() reported SERVING.
+  SetServing(*server.server(), service_names, false);
   const std::string advertise = AdvertiseHost(host);
-  const std::string address = HostPort(advertise, server->port);
-  std::cout << who << ": listening on " << HostPort(host, server->port) << " (advertised "
-            << address << "), metrics port " << metrics.port() << std::endl;
+  const std::string address = HostPort(advertise, server.port());
+  std::cout << who << ": listening on " << HostPort(host, server.port()) << " (advertised "
+            << address << "), metrics port " << (metrics_http ? metrics_http->port() : -1)
+            << std::endl;
 
   PoolEngineOptions eo;
   eo.role = role;
@@ -176,11 +165,11 @@ int RunPool(PoolRole role) {
   if (!engine.ok()) {
     std::cerr << who << ": the pool engine failed to start: " << engine.status() << std::endl;
     if (rendezvous) rendezvous->Shutdown();
-    server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server.Shutdown(absl::Milliseconds(500));
     return 1;
   }
   core.SetEngine(engine->get());
-  SetServing(*server->server, service_names, true);
+  SetServing(*server.server(), service_names, true);
   std::cout << who << ": serving (model " << *model_dir << ", device " << eo.device << ")"
             << std::endl;
 
@@ -210,24 +199,22 @@ int RunPool(PoolRole role) {
   }
 
   int exit_code = 0;
-  for (;;) {
-    const bool signalled = signals.WaitFor(absl::Milliseconds(100));
+  while (!service::ShutdownRequested()) {
     metrics.SetLoad((*engine)->Stats(), core.num_live());
-    if (signalled) {
-      LOG(INFO) << who << ": signal " << signals.signal() << ", shutting down";
-      break;
-    }
     if (!(*engine)->healthy()) {
       std::cerr << who << ": the pool engine became unhealthy; exiting so that the pool is "
                 << "restarted" << std::endl;
       exit_code = 1;
       break;
     }
+    absl::SleepFor(absl::Milliseconds(100));
   }
 
-  // Stop admitting, drain (only on a clean stop), end what is left, stop.
-  SetServing(*server->server, service_names, false);
-  core.StopAdmitting(exit_code == 0 ? "pool is shutting down" : "pool engine is unhealthy");
+  // Stop admitting (health NOT_SERVING), drain (only on a clean stop), end what is
+  // left with UNAVAILABLE (the router may retry elsewhere), stop.
+  LOG(INFO) << who << ": shutting down";
+  server.BeginDrain();
+  if (exit_code != 0) core.StopAdmitting("pool engine is unhealthy");
   registrar.reset();
   if (exit_code == 0 && core.num_live() > 0) {
     const absl::Duration grace = absl::Milliseconds(absl::GetFlag(FLAGS_drain_timeout_ms));
@@ -236,12 +223,10 @@ int RunPool(PoolRole role) {
   }
   core.AbortAll(absl::UnavailableError(absl::StrCat("pool ", pool, " is shutting down")));
   if (rendezvous) rendezvous->Shutdown();
-  VLOG(1) << who << ": stopping the gRPC server";
-  // Every call is finished or aborted by now. The deadline only bounds the wait for
-  // idle clients to close their connections after GOAWAY (a client that is not
-  // polling notices it only on its 5 s backup poll); after it, gRPC drops them.
-  server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-  server->server->Wait();
+  // Every call is finished or aborted by now. The grace only bounds the wait for idle
+  // clients to close their connections after GOAWAY (a client that is not polling
+  // notices it only on its 5 s backup poll); after it, gRPC drops them.
+  server.Shutdown(absl::Milliseconds(500));
   VLOG(1) << who << ": stopping the engine";
   engine->reset();  // after the server: no reactor can reach it any more
   std::cout << who << ": stopped" << std::endl;

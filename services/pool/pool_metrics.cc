@@ -17,43 +17,43 @@ Histogram::BucketBoundaries LatencyBuckets() {
 
 }  // namespace
 
-PoolMetrics::PoolMetrics(const std::string& pool, const std::string& role, int rank)
-    : registry_(std::make_shared<prometheus::Registry>()) {
+PoolMetrics::PoolMetrics(prometheus::Registry& registry, const std::string& pool,
+                         const std::string& role, int rank) {
   const prometheus::Labels labels{{"pool", pool}, {"role", role}, {"rank", absl::StrCat(rank)}};
   requests_ = &BuildCounter()
                    .Name("cpserve_pool_requests_total")
                    .Help("Finished pool RPCs by method and gRPC status code.")
                    .Labels(labels)
-                   .Register(*registry_);
+                   .Register(registry);
   ttft_ = &BuildHistogram()
                .Name("cpserve_pool_time_to_first_token_seconds")
                .Help("From receipt of a Decode or Prefill call to its first token.")
                .Labels(labels)
-               .Register(*registry_)
+               .Register(registry)
                .Add({}, LatencyBuckets());
   itl_ = &BuildHistogram()
               .Name("cpserve_pool_inter_token_latency_seconds")
               .Help("Time between consecutive output tokens of a Decode stream.")
               .Labels(labels)
-              .Register(*registry_)
+              .Register(registry)
               .Add({}, LatencyBuckets());
   transfer_bytes_ = &BuildCounter()
                          .Name("cpserve_pool_transfer_bytes_total")
                          .Help("KV bytes pushed to decode pools.")
                          .Labels(labels)
-                         .Register(*registry_)
+                         .Register(registry)
                          .Add({});
   transfer_seconds_ = &BuildHistogram()
                            .Name("cpserve_pool_transfer_seconds")
                            .Help("Time of one request's KV transfer.")
                            .Labels(labels)
-                           .Register(*registry_)
+                           .Register(registry)
                            .Add({}, LatencyBuckets());
   auto& gauges = BuildGauge()
                      .Name("cpserve_pool_load")
                      .Help("Load of the pool's engine (kind: queued, running, active_rpcs).")
                      .Labels(labels)
-                     .Register(*registry_);
+                     .Register(registry);
   queue_depth_ = &gauges.Add({{"kind", "queued"}});
   running_ = &gauges.Add({{"kind", "running"}});
   active_rpcs_ = &gauges.Add({{"kind", "active_rpcs"}});
@@ -61,18 +61,9 @@ PoolMetrics::PoolMetrics(const std::string& pool, const std::string& role, int r
                  .Name("cpserve_pool_kv_blocks")
                  .Help("KV cache blocks of this rank by state (used, free).")
                  .Labels(labels)
-                 .Register(*registry_);
+                 .Register(registry);
   kv_used_ = &kv.Add({{"state", "used"}});
   kv_free_ = &kv.Add({{"state", "free"}});
-}
-
-absl::Status PoolMetrics::StartExposer(const std::string& host, int port) {
-  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
-      MetricsHttpServer::Start(host, port, registry_);
-  if (!http.ok()) return http.status();
-  http_ = *std::move(http);
-  port_ = http_->port();
-  return absl::OkStatus();
 }
 
 void PoolMetrics::RequestDone(const std::string& rpc, absl::StatusCode code) {

@@ -14,18 +14,15 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
-#include "services/pool/metrics_http_server.h"
 #include "worker/engine/engine_types.h"
 
 namespace cpserve::services {
 
 class PoolMetrics {
  public:
-  PoolMetrics(const std::string& pool, const std::string& role, int rank);
-
-  // Serves GET /metrics on host:port (port 0 picks one; see port()).
-  absl::Status StartExposer(const std::string& host, int port);
-  int port() const { return port_; }
+  // Registers the metrics in `registry`, which must outlive this object.
+  PoolMetrics(prometheus::Registry& registry, const std::string& pool, const std::string& role,
+              int rank);
 
   // One finished RPC: rpc is "Decode", "Prefill", "Reserve" or "Cancel".
   void RequestDone(const std::string& rpc, absl::StatusCode code);
@@ -35,10 +32,7 @@ class PoolMetrics {
   // Engine load and the RPCs in flight on this rank.
   void SetLoad(const EngineStats& stats, int64_t active_rpcs);
 
-  prometheus::Registry& registry() { return *registry_; }
-
  private:
-  std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Histogram* ttft_;
   prometheus::Histogram* itl_;
@@ -49,8 +43,6 @@ class PoolMetrics {
   prometheus::Gauge* active_rpcs_;
   prometheus::Gauge* kv_used_;
   prometheus::Gauge* kv_free_;
-  std::unique_ptr<MetricsHttpServer> http_;
-  int port_ = -1;
 };
 
 }  // namespace cpserve::services

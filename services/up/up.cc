@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
 #include "services/cli/flags.h"
-#include "services/pool/signal_watcher.h"
+#include "services/common/grpc_server.h"
 #include "services/up/child_process.h"
 #include "services/up/health_probe.h"
 #include "worker/builtin/builtin_model.h"
@@ -78,9 +78,8 @@ void StopAll(std::vector<Member>& members, absl::Duration grace) {
 }
 
 int Up() {
-  if (!google::IsGoogleLoggingInitialized()) google::InitGoogleLogging("cpserve");
-  FLAGS_logtostderr = true;
-  services::SignalWatcher signals;  // before any thread starts
+  service::InitLogging("cpserve-up", absl::GetFlag(FLAGS_verbosity));
+  service::InstallShutdownSignalHandlers();  // a second Ctrl-C exits at once
 
   const int prefill_ranks = absl::GetFlag(FLAGS_prefill_ranks);
   const int decode_ranks = absl::GetFlag(FLAGS_decode_ranks);
@@ -222,7 +221,8 @@ int Up() {
       }
     }
     if (healthy == members.size()) break;
-    if (signals.WaitFor(absl::Milliseconds(200))) {
+    absl::SleepFor(absl::Milliseconds(200));
+    if (service::ShutdownRequested()) {
       std::cout << "cpserve up: interrupted during startup; stopping" << std::endl;
       StopAll(members, grace);
       return 0;
@@ -245,8 +245,8 @@ int Up() {
   std::cout << "cpserve up: press Ctrl-C to stop" << std::endl;
 
   // Run until a signal, or until a child dies (then stop the rest and fail).
-  for (;;) {
-    if (signals.WaitFor(absl::Milliseconds(200))) break;
+  while (!service::ShutdownRequested()) {
+    absl::SleepFor(absl::Milliseconds(200));
     for (Member& m : members) {
       if (!m.process->Running()) {
         PrintFailure(m, m.process->ExitDescription() + " unexpectedly");
