@@ -104,7 +104,13 @@ int Up() {
     if (wanted > 0) return wanted;
     return PickFreePort(host);
   };
-  const std::string exe = "/proc/self/exe";
+  // This same binary; the resolved path reads better in messages than /proc/self/exe.
+  std::string exe = "/proc/self/exe";
+  {
+    char buf[4096];
+    const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+    if (n > 0) exe.assign(buf, static_cast<size_t>(n));
+  }
   const std::string verbosity = absl::StrCat("--verbosity=", absl::GetFlag(FLAGS_verbosity));
   std::vector<Member> members;
   std::vector<std::string> summary;
