@@ -81,7 +81,8 @@ void Registrar::Loop() {
       if (!s.ok()) {
         // The router may be restarting: register again once it answers.
         LOG(WARNING) << "heartbeat to router " << options_.router
-                     << " failed: " << s.error_message();
+                     << " failed: " << s.error_message() << "; registering again when it answers";
+        warned = true;  // one warning per outage
         registration_id.clear();
       }
     }

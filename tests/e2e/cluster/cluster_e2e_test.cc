@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "nlohmann/json.hpp"
+#include "services/up/child_process.h"
 #include "tests/common/subprocess.h"
 #include "worker/builtin/builtin_model.h"
 #include "worker/engine/engine.h"
@@ -137,6 +138,63 @@ TEST(ClusterE2eTest, UpNamesThePoolThatCannotStart) {
   EXPECT_NE(r.output.find("decode-0/rank"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("pool engine failed to start"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("cpserve up: failed"), std::string::npos) << r.output;
+}
+
+// Starts `cpserve router` on a fixed port and waits for its "listening" line.
+bool StartRouter(Subprocess& router, int port, const std::string& model) {
+  if (!router.Start({BinaryPath("cpserve"), "router", absl::StrCat("--port=", port),
+                     "--model=" + model, "--heartbeat_timeout_ms=1000"})) {
+    return false;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < deadline && router.Running()) {
+    if (router.Output().find("cpserve router listening on") != std::string::npos) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+// Retries `cpserve generate` until it succeeds (the pool may not be registered yet).
+bool GenerateSucceedsWithin(const std::string& address, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const auto r = RunCommand({BinaryPath("cpserve"), "generate", "--address=" + address,
+                               "--prompt=hi", "--max_tokens=2", "--timeout_ms=10000"},
+                              30s);
+    if (r.exit_code == 0) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+TEST(ClusterE2eTest, PoolRegistersAgainAfterTheRouterRestarts) {
+  absl::StatusOr<std::string> dir = EnsureBuiltinModel();
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  absl::StatusOr<int> port = up::PickFreePort("127.0.0.1");
+  ASSERT_TRUE(port.ok()) << port.status();
+  const std::string address = absl::StrCat("127.0.0.1:", *port);
+  Subprocess router;
+  ASSERT_TRUE(StartRouter(router, *port, *dir)) << router.Output();
+  Subprocess pool;
+  ASSERT_TRUE(pool.Start({BinaryPath("cpserve"), "decode", "--port=0", "--model=" + *dir,
+                          "--router=" + address, "--heartbeat_interval_ms=100"}));
+  ASSERT_TRUE(GenerateSucceedsWithin(address, 60s)) << router.Output() << pool.Output();
+
+  // A new router knows no pool: the pool's heartbeats fail, then it registers again.
+  router.Kill(SIGKILL);
+  ASSERT_TRUE(router.Wait(10s).has_value());
+  Subprocess restarted;
+  ASSERT_TRUE(StartRouter(restarted, *port, *dir)) << restarted.Output();
+  EXPECT_TRUE(GenerateSucceedsWithin(address, 60s)) << restarted.Output() << pool.Output();
+  const std::string log = pool.Output();
+  const size_t first = log.find("registered pool");
+  ASSERT_NE(first, std::string::npos) << log;
+  EXPECT_NE(log.find("registered pool", first + 1), std::string::npos) << log;
+
+  pool.Kill(SIGTERM);
+  const std::optional<int> code = pool.Wait(30s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << pool.Output();
 }
 
 }  // namespace
