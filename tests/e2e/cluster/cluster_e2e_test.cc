@@ -4,6 +4,7 @@
 // prompt. Until the context-parallel engine lands the cluster is a decode pool of
 // one rank, so long prompts take the local path too; a multi-rank pool makes `up`
 // fail and name the process that failed.
+#include <grpcpp/grpcpp.h>
 #include <signal.h>
 
 #include <chrono>
@@ -14,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "cpserve/v1/generation.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "nlohmann/json.hpp"
@@ -195,6 +197,54 @@ TEST(ClusterE2eTest, PoolRegistersAgainAfterTheRouterRestarts) {
   const std::optional<int> code = pool.Wait(30s);
   ASSERT_TRUE(code.has_value());
   EXPECT_EQ(*code, 0) << pool.Output();
+}
+
+TEST(ClusterE2eTest, KilledDecodePoolGivesUnavailableAndARestartedOneServesAgain) {
+  absl::StatusOr<std::string> dir = EnsureBuiltinModel();
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  absl::StatusOr<int> port = up::PickFreePort("127.0.0.1");
+  ASSERT_TRUE(port.ok()) << port.status();
+  const std::string address = absl::StrCat("127.0.0.1:", *port);
+  Subprocess router;
+  ASSERT_TRUE(StartRouter(router, *port, *dir)) << router.Output();
+  const std::vector<std::string> pool_argv = {
+      BinaryPath("cpserve"),        "decode", "--port=0", "--model=" + *dir, "--router=" + address,
+      "--heartbeat_interval_ms=100"};
+  Subprocess pool;
+  ASSERT_TRUE(pool.Start(pool_argv));
+  ASSERT_TRUE(GenerateSucceedsWithin(address, 60s)) << router.Output() << pool.Output();
+
+  auto stub =
+      v1::Generation::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 60s);  // far beyond "promptly"
+  v1::GenerateRequest req;
+  req.mutable_prompt()->set_text("Tell me a very long story.");
+  req.mutable_sampling()->set_max_tokens(3000);
+  req.mutable_sampling()->set_ignore_eos(true);
+  auto reader = stub->Generate(&ctx, req);
+  v1::GenerateResponse resp;
+  int tokens = 0;
+  bool killed = false;
+  while (reader->Read(&resp)) {
+    tokens += resp.token_ids_size();
+    if (tokens >= 3 && !killed) {
+      pool.Kill(SIGKILL);
+      killed = true;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_TRUE(killed);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_LT(tokens, 3000);
+
+  Subprocess restarted;
+  ASSERT_TRUE(restarted.Start(pool_argv));
+  EXPECT_TRUE(GenerateSucceedsWithin(address, 60s)) << router.Output() << restarted.Output();
+  restarted.Kill(SIGTERM);
+  const std::optional<int> code = restarted.Wait(30s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << restarted.Output();
 }
 
 }  // namespace
