@@ -63,7 +63,8 @@ std::unique_ptr<Pool> StartPool(const std::string& role, const std::string& mode
   while (std::chrono::steady_clock::now() < deadline) {
     const std::string out = pool->process.Output();
     std::smatch m;
-    if (std::regex_search(out, m, listening) && out.find(": serving") != std::string::npos) {
+    if (std::regex_search(out, m, listening) &&
+        out.find("]: serving (model") != std::string::npos) {
       pool->address = m[1];
       pool->metrics_port = std::stoi(m[2]);
       return pool;
@@ -383,7 +384,18 @@ TEST_F(DecodePoolTest, SigtermDrainsRunningStreamsAndExitsZero) {
                     });
     });
   }
-  while (started.load() < kStreams) std::this_thread::sleep_for(5ms);
+  const auto start_deadline = std::chrono::steady_clock::now() + 30s;
+  while (started.load() < kStreams && std::chrono::steady_clock::now() < start_deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  if (started.load() < kStreams) {
+    for (auto& t : threads) t.join();
+    for (int i = 0; i < kStreams; ++i) {
+      ADD_FAILURE() << "stream " << i << ": " << got[i].code << " " << got[i].message << " "
+                    << got[i].tokens.size() << " tokens";
+    }
+    FAIL() << "streams did not start\n" << pool->process.Output();
+  }
   pool->process.Kill(SIGTERM);
   // New work is refused while the running streams drain.
   grpc::StatusCode refused = grpc::StatusCode::OK;
