@@ -53,3 +53,18 @@ ABSL_FLAG(int32_t, timeout_ms, 0, "Deadline of the request in milliseconds; 0: n
 ABSL_FLAG(std::string, out, "", "Directory to write the model into (created if missing).");
 ABSL_FLAG(std::string, preset, "tiny",
           "Synthetic model shape: tiny (4 layers, hidden 256, 8 heads, 2 KV heads).");
+
+ABSL_FLAG(std::string, advertise_host, "",
+          "Address other processes use to reach this rank (announced to the router and the "
+          "pool's ranks); empty: --host, or this machine's hostname when --host is 0.0.0.0 "
+          "or ::. Set it to the pod IP in Kubernetes.");
+ABSL_FLAG(int32_t, heartbeat_interval_ms, 1000,
+          "How often a pool leader reports its load to the router.");
+ABSL_FLAG(int32_t, drain_timeout_ms, 30000,
+          "On SIGTERM, how long running requests may finish before they are ended with "
+          "UNAVAILABLE.");
+ABSL_FLAG(std::string, cluster_log_dir, "",
+          "Directory of the children's logs (created if missing); empty: a new directory "
+          "under $TMPDIR (or /tmp).");
+ABSL_FLAG(int32_t, startup_timeout_ms, 180000,
+          "How long `up` waits for every process to report healthy.");

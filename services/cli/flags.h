@@ -47,3 +47,10 @@ ABSL_DECLARE_FLAG(int32_t, timeout_ms);
 // make-model.
 ABSL_DECLARE_FLAG(std::string, out);
 ABSL_DECLARE_FLAG(std::string, preset);
+// Pools (appended by the serving-path pools).
+ABSL_DECLARE_FLAG(std::string, advertise_host);
+ABSL_DECLARE_FLAG(int32_t, heartbeat_interval_ms);
+ABSL_DECLARE_FLAG(int32_t, drain_timeout_ms);
+// up (appended).
+ABSL_DECLARE_FLAG(std::string, cluster_log_dir);
+ABSL_DECLARE_FLAG(int32_t, startup_timeout_ms);

@@ -7,6 +7,9 @@ namespace cpserve::cli {
 int RunMakeModel(const std::vector<std::string>& args);  // make_model.cc
 int RunRouter(const std::vector<std::string>& args);     // services/router/router_main.cc
 int RunGenerate(const std::vector<std::string>& args);   // services/client/generate_client.cc
+int RunPrefill(const std::vector<std::string>& args);    // services/pool/pool_main.cc
+int RunDecode(const std::vector<std::string>& args);     // services/pool/pool_main.cc
+int RunUp(const std::vector<std::string>& args);         // services/up/up.cc
 
 const std::vector<Subcommand>& Subcommands() {
   static const std::vector<Subcommand> kSubcommands = {
@@ -26,31 +29,66 @@ const std::vector<Subcommand>& Subcommands() {
        "serves the pool's gRPC API, hosts the rendezvous store and registers with the "
        "router; every rank computes its DualChunkSwap share of each prompt and pushes the KV "
        "it owns to the decode pool over UCX.",
-       {"model", "host", "port", "metrics_port", "verbosity", "pool", "rank", "world_size",
-        "leader", "router", "device", "block_size", "interleave", "num_kv_blocks",
-        "max_batch_tokens", "max_running_requests", "collective_timeout_ms"},
-       nullptr,
-       "the serving-path issue (router, pools, `cpserve up`)"},
+       {"model",
+        "host",
+        "port",
+        "metrics_port",
+        "verbosity",
+        "pool",
+        "rank",
+        "world_size",
+        "leader",
+        "router",
+        "device",
+        "block_size",
+        "interleave",
+        "num_kv_blocks",
+        "max_batch_tokens",
+        "max_running_requests",
+        "collective_timeout_ms",
+        "advertise_host",
+        "heartbeat_interval_ms",
+        "drain_timeout_ms"},
+       RunPrefill,
+       ""},
       {"decode",
        "Run one rank of a decode pool (decode context parallelism).",
        "Starts rank --rank of a decode pool of --world_size ranks. Each rank keeps an "
        "interleaved slice of every sequence's KV; attention over the slices is merged by "
        "log-sum-exp. Rank 0 serves the pool's gRPC API, runs the continuous-batching "
        "scheduler and registers with the router.",
-       {"model", "host", "port", "metrics_port", "verbosity", "pool", "rank", "world_size",
-        "leader", "router", "device", "block_size", "interleave", "num_kv_blocks",
-        "max_batch_tokens", "max_running_requests", "collective_timeout_ms"},
-       nullptr,
-       "the serving-path issue (router, pools, `cpserve up`)"},
+       {"model",
+        "host",
+        "port",
+        "metrics_port",
+        "verbosity",
+        "pool",
+        "rank",
+        "world_size",
+        "leader",
+        "router",
+        "device",
+        "block_size",
+        "interleave",
+        "num_kv_blocks",
+        "max_batch_tokens",
+        "max_running_requests",
+        "collective_timeout_ms",
+        "advertise_host",
+        "heartbeat_interval_ms",
+        "drain_timeout_ms"},
+       RunDecode,
+       ""},
       {"up",
        "Start a local cluster: router + prefill pool + decode pool.",
        "Starts the router, a prefill pool of --prefill_ranks ranks and a decode pool of "
        "--decode_ranks ranks as separate processes on loopback, waits until all are healthy, "
        "prints the router's address, and stops them all on Ctrl-C or SIGTERM.",
        {"model", "host", "port", "metrics_port", "verbosity", "prefill_ranks", "decode_ranks",
-        "long_prompt_tokens", "device", "block_size", "interleave", "num_kv_blocks"},
-       nullptr,
-       "the serving-path issue (router, pools, `cpserve up`)"},
+        "long_prompt_tokens", "device", "block_size", "interleave", "num_kv_blocks",
+        "cluster_log_dir", "startup_timeout_ms", "drain_timeout_ms"},
+       RunUp,
+       ""},
       {"generate",
        "Send a prompt to a router and stream the answer.",
        "Calls cpserve.v1.Generation/Generate on --address and streams the generated text to "
