@@ -1,7 +1,6 @@
 #include "services/common/metrics.h"
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -11,6 +10,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/metrics_http_server.h"
 
 namespace cpserve::service {
 
@@ -25,17 +25,18 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& host
 
 absl::Status Metrics::Serve(const std::string& host, int port) {
   if (port < 0) return absl::OkStatus();
-  if (exposer_ != nullptr) return absl::FailedPreconditionError("metrics endpoint already started");
-  try {
-    // civetweb takes "host:port"; port 0 binds an ephemeral port.
-    exposer_ = std::make_unique<prometheus::Exposer>(absl::StrCat(host, ":", port), 1);
-  } catch (const std::exception& e) {
+  if (http_ != nullptr) return absl::FailedPreconditionError("metrics endpoint already started");
+  // Our own small HTTP server rather than prometheus-cpp's civetweb Exposer: civetweb
+  // threads have a fixed 100 KiB stack, from which glibc takes this binary's
+  // thread-local storage (OpenBLAS, glog), and they crashed (metrics_http_server.h).
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
+      MetricsHttpServer::Start(host, port, [this] { return Text(); });
+  if (!http.ok()) {
     return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", host, ":", port, ": ", e.what()));
+        absl::StrCat("cannot serve metrics on ", host, ":", port, ": ", http.status().message()));
   }
-  exposer_->RegisterCollectable(registry_);
-  const std::vector<int> ports = exposer_->GetListeningPorts();
-  port_ = ports.empty() ? port : ports.front();
+  http_ = *std::move(http);
+  port_ = http_->port();
   return absl::OkStatus();
 }
 

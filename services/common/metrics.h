@@ -14,13 +14,14 @@
 
 namespace prometheus {
 class Counter;
-class Exposer;
 class Gauge;
 class Histogram;
 class Registry;
 }  // namespace prometheus
 
 namespace cpserve::service {
+
+class MetricsHttpServer;
 
 using Labels = std::map<std::string, std::string>;
 
@@ -54,7 +55,7 @@ class Metrics {
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> http_;
   int port_ = -1;
 };
 

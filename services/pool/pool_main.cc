@@ -19,7 +19,6 @@
 #include "glog/logging.h"
 #include "services/cli/flags.h"
 #include "services/common/grpc_server.h"
-#include "services/pool/metrics_http_server.h"
 #include "services/pool/pool_metrics.h"
 #include "services/pool/pool_registrar.h"
 #include "services/pool/pool_service.h"
@@ -98,25 +97,12 @@ int RunPool(PoolRole role) {
   const uint64_t epoch = (static_cast<uint64_t>(std::random_device{}()) << 32) ^
                          std::random_device{}() ^ static_cast<uint64_t>(getpid());
 
-  // The shared server (health, reflection, graceful stop). Its metrics endpoint is
-  // left off: prometheus-cpp's civetweb threads crash in this binary (see
-  // metrics_http_server.h), so the registry is served by MetricsHttpServer.
+  // The shared server: health, reflection, graceful stop, /metrics.
   service::GrpcServer server({.host = host,
                               .port = absl::GetFlag(FLAGS_port),
-                              .metrics_port = -1,
+                              .metrics_port = absl::GetFlag(FLAGS_metrics_port),
                               .name = absl::StrCat(role_name, " pool ", pool, " rank ", rank)});
   PoolMetrics metrics(server.metrics().registry(), pool, role_name, rank);
-  std::unique_ptr<MetricsHttpServer> metrics_http;
-  if (const int mp = absl::GetFlag(FLAGS_metrics_port); mp >= 0) {
-    service::Metrics* m = &server.metrics();
-    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
-        MetricsHttpServer::Start(host, mp, [m] { return m->Text(); });
-    if (!http.ok()) {
-      std::cerr << who << ": " << http.status() << "\n";
-      return 1;
-    }
-    metrics_http = *std::move(http);
-  }
   PoolCore core(&metrics, epoch);
   std::unique_ptr<comm::RendezvousService> rendezvous;
   std::unique_ptr<grpc::Service> api;
@@ -143,8 +129,7 @@ int RunPool(PoolRole role) {
   const std::string advertise = AdvertiseHost(host);
   const std::string address = HostPort(advertise, server.port());
   std::cout << who << ": listening on " << HostPort(host, server.port()) << " (advertised "
-            << address << "), metrics port " << (metrics_http ? metrics_http->port() : -1)
-            << std::endl;
+            << address << "), metrics port " << server.metrics().port() << std::endl;
 
   PoolEngineOptions eo;
   eo.role = role;

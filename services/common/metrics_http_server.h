@@ -15,7 +15,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace cpserve::services {
+namespace cpserve::service {
 
 class MetricsHttpServer {
  public:
@@ -41,4 +41,4 @@ class MetricsHttpServer {
   std::thread thread_;
 };
 
-}  // namespace cpserve::services
+}  // namespace cpserve::service

@@ -1,4 +1,4 @@
-#include "services/pool/metrics_http_server.h"
+#include "services/common/metrics_http_server.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -14,7 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
-namespace cpserve::services {
+namespace cpserve::service {
 namespace {
 
 constexpr int kIoTimeoutMs = 2000;
@@ -136,4 +136,4 @@ void MetricsHttpServer::Serve(int fd) {
                             body));
 }
 
-}  // namespace cpserve::services
+}  // namespace cpserve::service
