@@ -7,15 +7,15 @@
 # cluster. Every step has a timeout; exits non-zero when any step fails.
 #
 #   scripts/demo.sh [BUILD_DIR]
-#   CPSERVE_DEMO_PREFILL_RANKS / CPSERVE_DEMO_DECODE_RANKS: pool sizes (default 0 and 1:
-#     the context-parallel multi-rank engine is not built yet, so the long prompt falls
-#     back to the local path; use 2 and 2 once it is)
+#   CPSERVE_DEMO_PREFILL_RANKS / CPSERVE_DEMO_DECODE_RANKS: pool sizes (default 2 and 2:
+#     PCP=2 prefill, DCP=2 decode; with 0 prefill ranks the long prompt is prefilled
+#     by the decode pool)
 set -uo pipefail
 
 build=${1:-build}
 cpserve="$build/bin/cpserve"
-prefill_ranks=${CPSERVE_DEMO_PREFILL_RANKS:-0}
-decode_ranks=${CPSERVE_DEMO_DECODE_RANKS:-1}
+prefill_ranks=${CPSERVE_DEMO_PREFILL_RANKS:-2}
+decode_ranks=${CPSERVE_DEMO_DECODE_RANKS:-2}
 long_prompt_tokens=${CPSERVE_DEMO_LONG_PROMPT_TOKENS:-256}
 startup_timeout_s=${CPSERVE_DEMO_STARTUP_TIMEOUT_S:-180}
 

@@ -77,7 +77,12 @@ std::string StartCluster(Subprocess& up, const std::vector<std::string>& flags) 
   return "";
 }
 
-TEST(ClusterE2eTest, UpRouterDecodePoolAndGenerateMatchTheSingleRankEngine) {
+// {prefill ranks, decode ranks}: a lone decode pool (every prompt local), and the
+// default cluster (PCP=2 prefill, DCP=2 decode: long prompts disaggregated).
+class ClusterE2eTest : public ::testing::TestWithParam<std::pair<int, int>> {};
+
+TEST_P(ClusterE2eTest, UpRouterPoolsAndGenerateMatchTheSingleRankEngine) {
+  const auto [prefill_ranks, decode_ranks] = GetParam();
   absl::StatusOr<std::string> dir = EnsureBuiltinModel();
   ASSERT_TRUE(dir.ok()) << dir.status();
   absl::StatusOr<tokenizer::Tokenizer> tok =
@@ -91,9 +96,12 @@ TEST(ClusterE2eTest, UpRouterDecodePoolAndGenerateMatchTheSingleRankEngine) {
   ASSERT_TRUE(engine.ok()) << engine.status();
 
   Subprocess up;
-  const std::string address = StartCluster(
-      up, {"--prefill_ranks=0", "--decode_ranks=1", "--long_prompt_tokens=64", "--model=" + *dir,
-           "--cluster_log_dir=" + ::testing::TempDir() + "/cpserve-e2e-up"});
+  const std::string address =
+      StartCluster(up, {absl::StrCat("--prefill_ranks=", prefill_ranks),
+                        absl::StrCat("--decode_ranks=", decode_ranks), "--long_prompt_tokens=64",
+                        "--model=" + *dir,
+                        absl::StrCat("--cluster_log_dir=", ::testing::TempDir(), "/cpserve-e2e-up-",
+                                     prefill_ranks, "-", decode_ranks)});
   ASSERT_FALSE(address.empty()) << up.Output();
 
   std::string long_prompt;
@@ -115,8 +123,9 @@ TEST(ClusterE2eTest, UpRouterDecodePoolAndGenerateMatchTheSingleRankEngine) {
     ASSERT_TRUE(want.ok()) << want.status();
     EXPECT_EQ(g.tokens, *want) << "prompt of " << ids.size() << " tokens\n" << r.output;
     EXPECT_FALSE(g.finish_reason.empty()) << r.output;
-    // No prefill pool yet: every prompt, long ones included, is prefilled locally.
-    EXPECT_EQ(g.path, "local") << r.output;
+    // Prompts of >= 64 tokens take the PCP path when a prefill pool is up.
+    const bool long_prompt = ids.size() >= 64;
+    EXPECT_EQ(g.path, long_prompt && prefill_ranks > 0 ? "disaggregated" : "local") << r.output;
     EXPECT_GT(g.ttft_us, 0) << r.output;
   }
 
@@ -127,15 +136,18 @@ TEST(ClusterE2eTest, UpRouterDecodePoolAndGenerateMatchTheSingleRankEngine) {
   EXPECT_NE(up.Output().find("cpserve up: stopped"), std::string::npos) << up.Output();
 }
 
-TEST(ClusterE2eTest, UpNamesThePoolThatCannotStart) {
-  // The multi-rank (context-parallel) pool engine is not built yet: `up` must say which
-  // process failed, show its log, stop the others and exit non-zero.
+INSTANTIATE_TEST_SUITE_P(Clusters, ClusterE2eTest,
+                         ::testing::Values(std::make_pair(0, 1), std::make_pair(2, 2)));
+
+TEST(ClusterE2eFailureTest, UpNamesThePoolThatCannotStart) {
+  // An interleave that does not divide the block size stops the pool engine: `up` must
+  // say which process failed, show its log, stop the others and exit non-zero.
   absl::StatusOr<std::string> dir = EnsureBuiltinModel();
   ASSERT_TRUE(dir.ok()) << dir.status();
-  const auto r = RunCommand(
-      {BinaryPath("cpserve"), "up", "--prefill_ranks=0", "--decode_ranks=2", "--model=" + *dir,
-       "--cluster_log_dir=" + ::testing::TempDir() + "/cpserve-e2e-up2"},
-      180s);
+  const auto r = RunCommand({BinaryPath("cpserve"), "up", "--prefill_ranks=0", "--decode_ranks=2",
+                             "--model=" + *dir, "--block_size=16", "--interleave=5",
+                             "--cluster_log_dir=" + ::testing::TempDir() + "/cpserve-e2e-up2"},
+                            180s);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("decode-0/rank"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("pool engine failed to start"), std::string::npos) << r.output;
@@ -169,7 +181,7 @@ bool GenerateSucceedsWithin(const std::string& address, std::chrono::seconds lim
   return false;
 }
 
-TEST(ClusterE2eTest, PoolRegistersAgainAfterTheRouterRestarts) {
+TEST(ClusterE2eOpsTest, PoolRegistersAgainAfterTheRouterRestarts) {
   absl::StatusOr<std::string> dir = EnsureBuiltinModel();
   ASSERT_TRUE(dir.ok()) << dir.status();
   absl::StatusOr<int> port = up::PickFreePort("127.0.0.1");
@@ -199,7 +211,7 @@ TEST(ClusterE2eTest, PoolRegistersAgainAfterTheRouterRestarts) {
   EXPECT_EQ(*code, 0) << pool.Output();
 }
 
-TEST(ClusterE2eTest, KilledDecodePoolGivesUnavailableAndARestartedOneServesAgain) {
+TEST(ClusterE2eOpsTest, KilledDecodePoolGivesUnavailableAndARestartedOneServesAgain) {
   absl::StatusOr<std::string> dir = EnsureBuiltinModel();
   ASSERT_TRUE(dir.ok()) << dir.status();
   absl::StatusOr<int> port = up::PickFreePort("127.0.0.1");

@@ -322,17 +322,39 @@ TEST_F(DecodePoolTest, BadRequestsAreRefusedWithInvalidArgument) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
-TEST_F(DecodePoolTest, ReservePassesTheEngineStatusThrough) {
-  // The single-rank engine has no transfer agent: UNIMPLEMENTED, passed through as is.
+TEST_F(DecodePoolTest, ReserveReturnsATargetAndCancelReleasesIt) {
   auto stub = Stub(pool_->address);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
   v1::ReserveRequest req;
   req.set_request_id("reserve-1");
   req.set_prompt_tokens(64);
   req.set_max_tokens(8);
+  req.set_ttl_ms(30000);
   v1::ReserveResponse resp;
-  EXPECT_EQ(stub->Reserve(&ctx, req, &resp).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    ASSERT_TRUE(stub->Reserve(&ctx, req, &resp).ok());
+  }
+  // One rank, block size 16: 4 blocks, with the rank's UCX address and key.
+  ASSERT_EQ(resp.target().destinations_size(), 1);
+  EXPECT_EQ(resp.target().layout().world_size(), 1);
+  EXPECT_EQ(resp.target().destinations(0).block_ids_size(), 4);
+  EXPECT_FALSE(resp.target().destinations(0).worker_address().empty());
+  EXPECT_FALSE(resp.target().destinations(0).rkey().empty());
+  EXPECT_FALSE(resp.target().transfer_id().empty());
+  // The same id cannot be reserved twice while it lives.
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::ReserveResponse again;
+    EXPECT_EQ(stub->Reserve(&ctx, req, &again).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+  v1::CancelRequest cancel;
+  cancel.set_request_id("reserve-1");
+  v1::CancelResponse cancelled;
+  ASSERT_TRUE(stub->Cancel(&ctx, cancel, &cancelled).ok());
 }
 
 TEST_F(DecodePoolTest, CancelRpcStopsARunningStream) {
@@ -432,13 +454,13 @@ TEST_F(DecodePoolTest, KilledPoolGivesUnavailable) {
   EXPECT_LT(got.tokens.size(), 3000u);
 }
 
-TEST(PoolProcessTest, MultiRankPoolSaysWhatIsMissing) {
-  // Until the context-parallel engine lands, world_size > 1 fails at engine
-  // creation with a clear message and a non-zero exit (so orchestrators see it).
+TEST(PoolProcessTest, MissingRankFailsWithinTheTimeoutAndBadFlagsAreRefused) {
+  // Rank 1 never comes: rank 0 gives up within --collective_timeout_ms, non-zero.
   absl::StatusOr<std::string> dir = EnsureBuiltinModel();
   ASSERT_TRUE(dir.ok());
-  const auto r = testing::RunCommand(
-      {BinaryPath("cpserve"), "decode", "--world_size=2", "--port=0", "--model=" + *dir}, 60s);
+  const auto r = testing::RunCommand({BinaryPath("cpserve"), "decode", "--world_size=2", "--port=0",
+                                      "--collective_timeout_ms=1500", "--model=" + *dir},
+                                     60s);
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("pool engine failed to start"), std::string::npos) << r.output;
   const auto bad = testing::RunCommand(
@@ -447,7 +469,7 @@ TEST(PoolProcessTest, MultiRankPoolSaysWhatIsMissing) {
   EXPECT_NE(bad.output.find("--leader"), std::string::npos) << bad.output;
 }
 
-TEST(PoolProcessTest, PrefillPoolPassesTheEngineStatusThrough) {
+TEST(PoolProcessTest, PrefillWithoutATargetIsRefused) {
   absl::StatusOr<std::string> dir = EnsureBuiltinModel();
   ASSERT_TRUE(dir.ok());
   std::unique_ptr<Pool> pool = StartPool("prefill", *dir);
@@ -460,8 +482,8 @@ TEST(PoolProcessTest, PrefillPoolPassesTheEngineStatusThrough) {
   req.set_request_id("prefill-1");
   for (int32_t t : {1, 2, 3, 4}) req.add_prompt_token_ids(t);
   v1::PrefillResponse resp;
-  // The single-rank engine cannot push KV: UNIMPLEMENTED, passed through.
-  EXPECT_EQ(stub->Prefill(&ctx, req, &resp).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  // No KV target: refused before any work (the target names where the KV goes).
+  EXPECT_EQ(stub->Prefill(&ctx, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   pool->process.Kill(SIGTERM);
   const std::optional<int> code = pool->process.Wait(30s);
   ASSERT_TRUE(code.has_value());
