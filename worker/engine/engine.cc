@@ -378,23 +378,28 @@ absl::Status Engine::RunStep(const StepPlan& plan, std::vector<std::string>* sto
   std::vector<std::function<void(int32_t)>> handlers = AttachTransferOps(&command);
   CPSERVE_RETURN_IF_ERROR(Broadcast(command));
   CPSERVE_ASSIGN_OR_RETURN(StepOutput out, runner_.Run(command));
-  CPSERVE_RETURN_IF_ERROR(RunTransfers(command, handlers));
   size_t k = 0, logits_k = 0;
-  for (const ScheduledWork& w : plan.work) {
-    if (!w.samples) continue;
-    Live& r = live_.at(w.id);
+  for (int i = 0; i < command.work_size(); ++i) {
+    const v1::StepWork& w = command.work(i);
+    if (!w.samples()) continue;
     const int32_t token = out.tokens[k++];
+    std::vector<float> logits;
+    if (w.return_logits()) logits = std::move(out.logits[logits_k++]);
+    auto live = live_.find(w.id());
+    if (live == live_.end()) continue;  // defensive: ended while its step ran
+    Live& r = live->second;
     r.tokens.push_back(token);
     const auto& stops = r.params.stop_token_ids;
     if (std::find(stops.begin(), stops.end(), token) != stops.end() ||
         (!r.params.ignore_eos && std::find(eos_.begin(), eos_.end(), token) != eos_.end())) {
-      stopped->push_back(w.id);
+      stopped->push_back(w.id());
     }
     TokenEvent event{token, false, FinishReason::kNone, absl::OkStatus()};
-    if (r.params.return_logits) event.logits = std::move(out.logits[logits_k++]);
+    event.logits = std::move(logits);
     r.callback(event);
   }
-  return absl::OkStatus();
+  // Transfer outcomes last: their handlers may end requests of this very step.
+  return RunTransfers(command, handlers);
 }
 
 absl::Status RunFollower(const ModelWeights& weights, Backend& backend,
