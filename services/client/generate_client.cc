@@ -13,33 +13,14 @@
 #include "cpserve/v1/generation.grpc.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "services/cli/flags.h"
+#include "services/common/grpc_status.h"
 
 namespace cpserve::cli {
 namespace {
 
 std::string Ms(int64_t us) { return absl::StrFormat("%.1f ms", static_cast<double>(us) / 1000); }
 
-const char* CodeName(grpc::StatusCode code) {
-  static const char* kNames[] = {"OK",
-                                 "CANCELLED",
-                                 "UNKNOWN",
-                                 "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND",
-                                 "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED",
-                                 "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION",
-                                 "ABORTED",
-                                 "OUT_OF_RANGE",
-                                 "UNIMPLEMENTED",
-                                 "INTERNAL",
-                                 "UNAVAILABLE",
-                                 "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
-  const int c = static_cast<int>(code);
-  return c >= 0 && c <= 16 ? kNames[c] : "UNKNOWN";
-}
+const char* CodeName(grpc::StatusCode code) { return service::GrpcCodeName(code); }
 
 std::string FinishName(v1::FinishReason r) {
   switch (r) {

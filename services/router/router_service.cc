@@ -8,6 +8,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/grpc_status.h"
 #include "services/router/generate_reactor.h"
 
 namespace cpserve::router {
@@ -209,25 +210,7 @@ std::string RouterCore::NextRequestId() {
 }
 
 void RouterCore::CountRequest(grpc::StatusCode code, const std::string& path) {
-  static const char* kNames[] = {"OK",
-                                 "CANCELLED",
-                                 "UNKNOWN",
-                                 "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND",
-                                 "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED",
-                                 "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION",
-                                 "ABORTED",
-                                 "OUT_OF_RANGE",
-                                 "UNIMPLEMENTED",
-                                 "INTERNAL",
-                                 "UNAVAILABLE",
-                                 "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
-  const int c = static_cast<int>(code);
-  const std::string name = c >= 0 && c <= 16 ? kNames[c] : absl::StrCat(c);
+  const std::string name = service::GrpcCodeName(code);
   metrics_
       ->Counter("cpserve_router_requests_total", "Generate requests by final status and path.",
                 {{"code", name}, {"path", path.empty() ? "none" : path}})
