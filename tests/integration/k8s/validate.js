@@ -180,6 +180,8 @@ function containerEnv(c, configMaps, obj, ordinal) {
       env.set(e.name, e.value);
     } else if (e.valueFrom && e.valueFrom.fieldRef && e.valueFrom.fieldRef.fieldPath === 'metadata.name') {
       env.set(e.name, `${obj.metadata.name}-${ordinal}`);
+    } else if (e.valueFrom && e.valueFrom.fieldRef && e.valueFrom.fieldRef.fieldPath === 'status.podIP') {
+      env.set(e.name, `10.0.0.${ordinal + 1}`);  // any pod IP: the flag's value must parse
     } else if (e.valueFrom && e.valueFrom.configMapKeyRef) {
       const cm = configMaps.get(e.valueFrom.configMapKeyRef.name);
       env.set(e.name, cm && cm.data ? cm.data[e.valueFrom.configMapKeyRef.key] : undefined);
