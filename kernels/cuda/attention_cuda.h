@@ -32,7 +32,7 @@ absl::Status PrefillAttentionCuda(const Tensor& q, const Tensor& k, const Tensor
 // Paged, unmasked attention over cached keys (decode; CP attention to a shard).
 absl::Status PagedAttentionCuda(const Tensor& q, absl::Span<const PagedSegment> segments,
                                 const KvCacheView& cache, int64_t layer,
-                                const AttentionOptions& options, const Tensor& o,
-                                const Tensor& lse, cudaStream_t stream);
+                                const AttentionOptions& options, const Tensor& o, const Tensor& lse,
+                                cudaStream_t stream);
 
 }  // namespace cpserve::cuda

@@ -28,8 +28,8 @@ __device__ __forceinline__ const __nv_bfloat16* KeyRow(const Params& p, const Se
                                                        int key, int kv) {
   if (key < s.ctx_len) {
     const int block = p.tables[s.table_offset + key / p.block_size];
-    return p.cache + block * p.cache_blk + (key % p.block_size) * p.cache_tok +
-           kvh * p.cache_head + kv * p.cache_kv;
+    return p.cache + block * p.cache_blk + (key % p.block_size) * p.cache_tok + kvh * p.cache_head +
+           kv * p.cache_kv;
   }
   const int64_t t = s.k_start + (key - s.ctx_len);
   return kv == 0 ? p.k + t * p.k_tok + kvh * p.k_head : p.v + t * p.v_tok + kvh * p.v_head;
@@ -212,8 +212,8 @@ __global__ void __launch_bounds__(kThreads) FlashAttnKernel(const Params p) {
 // Merges the key splits of the segments listed in `split_segs` (blockIdx.x): one
 // warp per (KV head, row), DESIGN §4's formula over the splits.
 template <int D>
-__global__ void __launch_bounds__(kThreads) CombineSplitsKernel(const Params p,
-                                                                const int* split_segs) {
+__global__ void __launch_bounds__(kThreads)
+    CombineSplitsKernel(const Params p, const int* split_segs) {
   static_assert(D % 32 == 0, "unsupported head dim");
   constexpr float kInf = __builtin_huge_valf();
   const SegDesc s = p.segs[split_segs[blockIdx.x]];

@@ -32,8 +32,8 @@ cudaError_t Launch(const Params& params, int num_items, int num_split_segs, int 
 }  // namespace
 
 cudaError_t LaunchAttentionKernels(int head_dim, const Params& params, int num_items,
-                                   int num_split_segs, int max_combine_rows,
-                                   const int* split_segs, cudaStream_t stream) {
+                                   int num_split_segs, int max_combine_rows, const int* split_segs,
+                                   cudaStream_t stream) {
   switch (head_dim) {
     case 32:
       return Launch<32>(params, num_items, num_split_segs, max_combine_rows, split_segs, stream);

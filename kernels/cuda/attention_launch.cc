@@ -1,5 +1,7 @@
 // Validation, work planning, metadata upload and launches of the CUDA attention
 // kernels (see attention_launch.h).
+#include "kernels/cuda/attention_launch.h"
+
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -10,7 +12,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/attention_params.h"
-#include "kernels/cuda/attention_launch.h"
 #include "kernels/status_macros.h"
 
 namespace cpserve::cuda::attn {
@@ -20,8 +21,8 @@ constexpr int64_t kMinKeysPerSplit = 256;
 constexpr int kMaxSplits = 64;
 
 absl::Status CudaError(cudaError_t err, const char* op, const char* what) {
-  return absl::InternalError(
-      absl::StrCat(op, ": ", what, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")"));
+  return absl::InternalError(absl::StrCat(op, ": ", what, ": ", cudaGetErrorName(err), " (",
+                                          cudaGetErrorString(err), ")"));
 }
 
 bool Aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
@@ -42,7 +43,8 @@ absl::Status CheckHeads(const Tensor& t, const char* name, int device, size_t al
     return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " rows must be ", align,
                                                    "-byte aligned, got ", t.DebugString()));
   }
-  if (t.dim(0) > INT_MAX / 2) return absl::InvalidArgumentError(absl::StrCat(op, ": too many rows"));
+  if (t.dim(0) > INT_MAX / 2)
+    return absl::InvalidArgumentError(absl::StrCat(op, ": too many rows"));
   return absl::OkStatus();
 }
 
@@ -99,9 +101,9 @@ absl::Status Validate(const Problem& p, absl::Span<const Segment> segments, int 
   }
   for (size_t i = 0; i < segments.size(); ++i) {
     const Segment& s = segments[i];
-    if (s.q_start < 0 || s.q_len < 0 || s.q_start + s.q_len > tq || s.k_start < 0 ||
-        s.k_len < 0 || s.k_start + s.k_len > tk || s.ctx_len < 0 ||
-        s.ctx_len + s.k_len > INT_MAX / 2 || s.q_len * hq > INT_MAX / 2) {
+    if (s.q_start < 0 || s.q_len < 0 || s.q_start + s.q_len > tq || s.k_start < 0 || s.k_len < 0 ||
+        s.k_start + s.k_len > tk || s.ctx_len < 0 || s.ctx_len + s.k_len > INT_MAX / 2 ||
+        s.q_len * hq > INT_MAX / 2) {
       return absl::InvalidArgumentError(absl::StrCat(
           p.op, ": segment ", i, " (q [", s.q_start, ", +", s.q_len, "), k [", s.k_start, ", +",
           s.k_len, "), ctx ", s.ctx_len, ") outside q rows ", tq, " / k rows ", tk));
@@ -161,8 +163,8 @@ Plan MakePlan(const Problem& p, absl::Span<const Segment> segments, int num_sms)
     d.ctx_len = static_cast<int>(s.ctx_len);
     d.table_offset = static_cast<int>(plan.tables.size());
     d.limit0 = p.causal ? total - d.q_len : total - 1;
-    int splits = static_cast<int>(
-        std::clamp<int64_t>(std::min<int64_t>(want_splits, total / kMinKeysPerSplit), 1, kMaxSplits));
+    int splits = static_cast<int>(std::clamp<int64_t>(
+        std::min<int64_t>(want_splits, total / kMinKeysPerSplit), 1, kMaxSplits));
     int64_t chunk = (total + splits - 1) / std::max(splits, 1);
     chunk = std::max<int64_t>(kTileKeys, (chunk + kTileKeys - 1) / kTileKeys * kTileKeys);
     splits = std::max<int>(1, static_cast<int>((total + chunk - 1) / chunk));
@@ -190,6 +192,10 @@ Plan MakePlan(const Problem& p, absl::Span<const Segment> segments, int num_sms)
       }
     }
   }
+  // Longest key ranges first, so causal prefill's heavy late tiles do not trail.
+  std::stable_sort(plan.items.begin(), plan.items.end(), [](const WorkItem& a, const WorkItem& b) {
+    return a.key_end - a.key_begin > b.key_end - b.key_begin;
+  });
   return plan;
 }
 
@@ -237,7 +243,8 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
   std::vector<char> host(meta_bytes, 0);
   std::memcpy(host.data(), plan.segs.data(), plan.segs.size() * sizeof(SegDesc));
   std::memcpy(host.data() + off_items, plan.items.data(), plan.items.size() * sizeof(WorkItem));
-  std::memcpy(host.data() + off_split, plan.split_segs.data(), plan.split_segs.size() * sizeof(int));
+  std::memcpy(host.data() + off_split, plan.split_segs.data(),
+              plan.split_segs.size() * sizeof(int));
   std::memcpy(host.data() + off_tables, plan.tables.data(), plan.tables.size() * sizeof(int));
   StreamScratch scratch(stream);
   if ((err = scratch.Allocate(total_bytes)) != cudaSuccess) return CudaError(err, p.op, "scratch");

@@ -2,17 +2,17 @@
 // kernel with ctx_len = kv_len and no dense keys; query rows of one KV head group
 // share a tile, and long key ranges are split across blocks (flash-decoding) and
 // merged by LSE when the batch alone would not fill the GPU.
+#include <vector>
+
 #include "kernels/cuda/attention_cuda.h"
 #include "kernels/cuda/attention_launch.h"
-
-#include <vector>
 
 namespace cpserve::cuda {
 
 absl::Status PagedAttentionCuda(const Tensor& q, absl::Span<const PagedSegment> segments,
                                 const KvCacheView& cache, int64_t layer,
-                                const AttentionOptions& options, const Tensor& o,
-                                const Tensor& lse, cudaStream_t stream) {
+                                const AttentionOptions& options, const Tensor& o, const Tensor& lse,
+                                cudaStream_t stream) {
   attn::Problem p;
   p.op = "PagedAttentionCuda";
   p.q = q;

@@ -60,14 +60,14 @@ struct Params {
   const __nv_bfloat16* cache;
   int64_t cache_blk, cache_kv, cache_tok, cache_head;
   int block_size;
-  int group;               // Hq / Hkv
-  int num_kv_heads;        // Hkv
-  float scale_log2;        // scale * log2(e): scores kept in the log2 domain
+  int group;         // Hq / Hkv
+  int num_kv_heads;  // Hkv
+  float scale_log2;  // scale * log2(e): scores kept in the log2 domain
   const SegDesc* segs;
   const WorkItem* items;
-  const int* tables;       // concatenated block tables
-  float* part_o;           // [partial rows, D] (normalised partial outputs)
-  float* part_lse;         // [partial rows] (natural log)
+  const int* tables;  // concatenated block tables
+  float* part_o;      // [partial rows, D] (normalised partial outputs)
+  float* part_lse;    // [partial rows] (natural log)
 };
 
 // Launches the flash kernel over `num_items` work items x Hkv, then, when
@@ -75,7 +75,7 @@ struct Params {
 // split_segs, max_combine_rows = largest q_len * Hq among them). Head dim 32, 64 or
 // 128 (cudaErrorInvalidValue otherwise). Returns the launch error, if any.
 cudaError_t LaunchAttentionKernels(int head_dim, const Params& params, int num_items,
-                                   int num_split_segs, int max_combine_rows,
-                                   const int* split_segs, cudaStream_t stream);
+                                   int num_split_segs, int max_combine_rows, const int* split_segs,
+                                   cudaStream_t stream);
 
 }  // namespace cpserve::cuda::attn

@@ -1,8 +1,8 @@
 // PrefillAttentionCuda: ragged prefill over cached context + new keys.
+#include <vector>
+
 #include "kernels/cuda/attention_cuda.h"
 #include "kernels/cuda/attention_launch.h"
-
-#include <vector>
 
 namespace cpserve::cuda {
 

@@ -3,6 +3,8 @@
 // not, cached context through shuffled block tables, overlapping segments, empty
 // key sets, key splits. Outputs are NaN-poisoned before each run; rows no
 // segment covers must stay NaN. Skipped without a CUDA device.
+#include "kernels/cuda/attention_cuda.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,7 +12,6 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cuda/attention_cuda.h"
 #include "tests/gpu/attention/attention_gpu_util.h"
 
 namespace cpserve::cuda::testing {
@@ -55,9 +56,8 @@ void ExpectClose(const CaseSpec& c, const CaseResult& r) {
   }
   EXPECT_EQ(nan_bad, 0) << "NaN in O of covered rows";
   EXPECT_EQ(untouched_bad, 0) << "rows no segment covers were written";
-  EXPECT_LT(err_max / ref_max, 2e-2f)
-      << "O max abs err " << err_max << " (ref max " << ref_max << ") at row t=" << worst / c.hq
-      << " h=" << worst % c.hq;
+  EXPECT_LT(err_max / ref_max, 2e-2f) << "O max abs err " << err_max << " (ref max " << ref_max
+                                      << ") at row t=" << worst / c.hq << " h=" << worst % c.hq;
 }
 
 CaseSpec Base(int64_t hq, int64_t hkv, int64_t d) {
@@ -90,13 +90,13 @@ TEST_P(PrefillTest, MatchesCpu) {
   c.causal = causal;
   c.block_size = 16;
   c.segs = {
-      {0, 37, 0, 37, 0},        // plain prompt
-      {37, 100, 37, 100, 75},   // chunk after 75 cached tokens
-      {137, 1, 137, 1, 130},    // one new token after context
-      {138, 17, 0, 60, 0},      // overlaps k of the first segment (shared K/V buffer)
-      {155, 20, 138, 5, 0},     // more queries than keys: early causal rows see nothing
-      {175, 3, 143, 0, 0},      // no keys at all
-      {180, 65, 143, 65, 33},   // tile boundary + 1
+      {0, 37, 0, 37, 0},       // plain prompt
+      {37, 100, 37, 100, 75},  // chunk after 75 cached tokens
+      {137, 1, 137, 1, 130},   // one new token after context
+      {138, 17, 0, 60, 0},     // overlaps k of the first segment (shared K/V buffer)
+      {155, 20, 138, 5, 0},    // more queries than keys: early causal rows see nothing
+      {175, 3, 143, 0, 0},     // no keys at all
+      {180, 65, 143, 65, 33},  // tile boundary + 1
   };
   Finish(c, 4);  // 4 uncovered rows at the end, plus 178..179
   c.seed = static_cast<uint32_t>(ratio * 1000 + d * 10 + causal);
@@ -133,19 +133,18 @@ TEST_P(PagedTest, MatchesCpu) {
   CaseSpec c = Base(2 * ratio, 2, d);
   c.paged = true;
   c.block_size = 16;
-  c.segs = {{0, 1, 0, 0, 0},   {1, 1, 0, 0, 1},     {2, 1, 0, 0, 17},   {3, 1, 0, 0, 300},
+  c.segs = {{0, 1, 0, 0, 0},    {1, 1, 0, 0, 1},    {2, 1, 0, 0, 17},  {3, 1, 0, 0, 300},
             {4, 3, 0, 0, 1000}, {8, 1, 0, 0, 4097}, {9, 70, 0, 0, 129}};  // row 7 uncovered
   Finish(c);
   c.seed = static_cast<uint32_t>(ratio * 100 + d);
   ExpectClose(c, RunCase(c));
 }
 
-INSTANTIATE_TEST_SUITE_P(All, PagedTest,
-                         ::testing::Combine(::testing::Values(1, 4), ::testing::Values(32, 64, 128)),
-                         [](const auto& info) {
-                           return absl::StrCat("gqa", std::get<0>(info.param), "_d",
-                                               std::get<1>(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    All, PagedTest, ::testing::Combine(::testing::Values(1, 4), ::testing::Values(32, 64, 128)),
+    [](const auto& info) {
+      return absl::StrCat("gqa", std::get<0>(info.param), "_d", std::get<1>(info.param));
+    });
 
 // Decode-shaped batch (32 query / 8 KV heads) large enough not to split.
 TEST(PagedBatch, ManySequencesNoSplit) {

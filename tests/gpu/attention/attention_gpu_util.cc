@@ -98,11 +98,12 @@ CaseResult RunCase(const CaseSpec& c) {
     Tensor hv = HostHeads(kv.f32, c.tk, wkv, c.hkv, c.hkv, c.d);
     Tensor ho = Tensor::Zeros({c.tq, c.hq, c.d}, DType::kF32);
     Tensor hl = Tensor::Zeros({c.tq, c.hq}, DType::kF32);
-    KvCacheView view = KvCacheView::Contiguous(cache.f32.data(), DType::kF32, Device::CPU(),
-                                               c.num_blocks, c.num_layers, c.block_size, c.hkv,
-                                               c.d);
-    r.cpu_status = c.paged ? cpu->PagedAttention(hq, paged, view, c.layer, options, ho, hl)
-                           : cpu->PrefillAttention(hq, hk, hv, pre, &view, c.layer, options, ho, hl);
+    KvCacheView view =
+        KvCacheView::Contiguous(cache.f32.data(), DType::kF32, Device::CPU(), c.num_blocks,
+                                c.num_layers, c.block_size, c.hkv, c.d);
+    r.cpu_status = c.paged
+                       ? cpu->PagedAttention(hq, paged, view, c.layer, options, ho, hl)
+                       : cpu->PrefillAttention(hq, hk, hv, pre, &view, c.layer, options, ho, hl);
     r.o_ref.assign(ho.data<float>(), ho.data<float>() + ho.numel());
     r.lse_ref.assign(hl.data<float>(), hl.data<float>() + hl.numel());
   }
@@ -125,9 +126,9 @@ CaseResult RunCase(const CaseSpec& c) {
                                              c.num_layers, c.block_size, c.hkv, c.d);
   cudaStream_t stream;
   CHECK_EQ(cudaStreamCreate(&stream), cudaSuccess);
-  r.gpu_status = c.paged ? PagedAttentionCuda(tq, paged, view, c.layer, options, to, tl, stream)
-                         : PrefillAttentionCuda(tq, tk, tv, pre, &view, c.layer, options, to, tl,
-                                                stream);
+  r.gpu_status =
+      c.paged ? PagedAttentionCuda(tq, paged, view, c.layer, options, to, tl, stream)
+              : PrefillAttentionCuda(tq, tk, tv, pre, &view, c.layer, options, to, tl, stream);
   const cudaError_t err = cudaStreamSynchronize(stream);
   CHECK_EQ(cudaStreamDestroy(stream), cudaSuccess);
   if (r.gpu_status.ok() && err != cudaSuccess) {
