@@ -28,10 +28,11 @@ command -v "${CXX:-clang++}" > /dev/null || {
   exit 1
 }
 
+mkdir -p "$BUILD_DIR"
 CC=${CC:-clang} CXX=${CXX:-clang++} cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCPSERVE_CUDA=OFF -DCPSERVE_FUZZ=ON \
-  -DCMAKE_C_FLAGS="$FLAGS" -DCMAKE_CXX_FLAGS="$FLAGS" > "$BUILD_DIR.configure.log" 2>&1 || {
-  echo "run-fuzzers: configure failed; see $BUILD_DIR.configure.log" >&2
+  -DCMAKE_C_FLAGS="$FLAGS" -DCMAKE_CXX_FLAGS="$FLAGS" > "$BUILD_DIR/configure.log" 2>&1 || {
+  echo "run-fuzzers: configure failed; see $BUILD_DIR/configure.log" >&2
   exit 1
 }
 # -k 0: one fuzzer failing to build does not stop the others.
