@@ -9,7 +9,7 @@ PKGS=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev
   libucx-dev ucx-utils libgloo-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
   prometheus-cpp-dev libre2-dev libpcre2-dev libopenblas-dev libicu-dev
   nlohmann-json3-dev python3
   # Offline validation of the Kubernetes manifests (tests/integration/k8s): kubectl with its

@@ -169,7 +169,7 @@ absl::Status PreTokenizer::AddSteps(const json& value, const std::string& where,
       return absl::InvalidArgumentError(
           absl::StrCat(where, ".pattern: ", regex.status().message()));
     }
-    steps->emplace_back(std::in_place_type<SplitStep>, std::move(*regex), *behavior);
+    steps->emplace_back(SplitStep{std::move(*regex), *behavior});
     return absl::OkStatus();
   }
   if (type == "Metaspace") {
