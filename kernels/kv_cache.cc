@@ -55,6 +55,22 @@ absl::StatusOr<KvCacheView> KvCacheView::FromTensor(const Tensor& cache) {
   return v;
 }
 
+absl::Status KvCacheView::CheckBlockTable(absl::Span<const int32_t> table, int64_t len,
+                                          absl::string_view op) const {
+  const int64_t need = (len + block_size - 1) / block_size;
+  if (static_cast<int64_t>(table.size()) < need) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": block table has ", table.size(), " blocks, need ", need));
+  }
+  for (int64_t b = 0; b < need; ++b) {
+    if (table[b] < 0 || table[b] >= num_blocks) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": block id ", table[b], " outside [0, ", num_blocks, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status KvCacheView::Validate() const {
   if (base == nullptr) return absl::InvalidArgumentError("KV cache view has no base pointer");
   if (num_blocks <= 0 || num_layers <= 0 || block_size <= 0 || num_kv_heads <= 0 || head_dim <= 0) {

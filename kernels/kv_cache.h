@@ -16,6 +16,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "kernels/tensor.h"
 
 namespace cpserve {
@@ -49,6 +51,10 @@ struct KvCacheView {
 
   // InvalidArgument unless sizes are positive, base is set and strides are sane.
   absl::Status Validate() const;
+  // InvalidArgument ("<op>: ...") unless `table` holds at least ceil(len / B) block
+  // ids, each in [0, num_blocks): the blocks a sequence of len tokens reads.
+  absl::Status CheckBlockTable(absl::Span<const int32_t> table, int64_t len,
+                               absl::string_view op) const;
 
   size_t element_size() const { return DTypeSize(dtype); }
   // Bytes of one block (all layers, K and V) in the contiguous layout.

@@ -132,17 +132,7 @@ absl::Status CheckCacheFor(const KvCacheView* cache, int64_t layer, int64_t hkv,
                      " kv heads, head dim ", cache->head_dim, ") does not fit layer ", layer, ", ",
                      hkv, " kv heads, head dim ", d));
   }
-  const int64_t need = (len + cache->block_size - 1) / cache->block_size;
-  if (static_cast<int64_t>(table.size()) < need) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(op, ": block table has ", table.size(), " blocks, need ", need));
-  }
-  for (int64_t b = 0; b < need; ++b) {
-    if (table[b] < 0 || table[b] >= cache->num_blocks) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(op, ": block id ", table[b], " outside [0, ", cache->num_blocks, ")"));
-    }
-  }
+  CPSERVE_RETURN_IF_ERROR(cache->CheckBlockTable(table, len, op));
   return absl::OkStatus();
 }
 

@@ -116,17 +116,8 @@ absl::Status Validate(const Problem& p, absl::Span<const Segment> segments, int 
       CPSERVE_RETURN_IF_ERROR(CheckCache(p, device, d));
       cache_checked = true;
     }
-    const int64_t need = (s.ctx_len + p.cache->block_size - 1) / p.cache->block_size;
-    if (static_cast<int64_t>(s.block_table.size()) < need) {
-      return absl::InvalidArgumentError(absl::StrCat(p.op, ": segment ", i, ": block table has ",
-                                                     s.block_table.size(), " blocks, need ", need));
-    }
-    for (int64_t b = 0; b < need; ++b) {
-      if (s.block_table[b] < 0 || s.block_table[b] >= p.cache->num_blocks) {
-        return absl::InvalidArgumentError(absl::StrCat(p.op, ": block id ", s.block_table[b],
-                                                       " outside [0, ", p.cache->num_blocks, ")"));
-      }
-    }
+    CPSERVE_RETURN_IF_ERROR(
+        p.cache->CheckBlockTable(s.block_table, s.ctx_len, absl::StrCat(p.op, ": segment ", i)));
   }
   return absl::OkStatus();
 }

@@ -78,17 +78,8 @@ absl::Status CudaBackend::GatherKvCache(int64_t layer, absl::Span<const int32_t>
     return absl::InvalidArgumentError(
         absl::StrCat("GatherKvCache: len ", len, " but outputs hold ", kh.tokens, " tokens"));
   }
+  CPSERVE_RETURN_IF_ERROR(cache.CheckBlockTable(block_table, len, "GatherKvCache"));
   const int64_t nblocks = (len + cache.block_size - 1) / cache.block_size;
-  if (static_cast<int64_t>(block_table.size()) < nblocks) {
-    return absl::InvalidArgumentError(absl::StrCat("GatherKvCache: block table has ",
-                                                   block_table.size(), " blocks, need ", nblocks));
-  }
-  for (int64_t b = 0; b < nblocks; ++b) {
-    if (block_table[b] < 0 || block_table[b] >= cache.num_blocks) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("GatherKvCache: block id ", block_table[b], " out of range"));
-    }
-  }
   if (len == 0) return absl::OkStatus();
   Scratch scratch(stream_);
   CPSERVE_ASSIGN_OR_RETURN(void* table,

@@ -216,7 +216,7 @@ bool Engine::Admit() {
                              ? absl::AlreadyExistsError(absl::StrCat("request ", p.id, " exists"))
                              : scheduler_.Add(spec);
     if (!added.ok()) {
-      p.callback(TokenEvent{-1, true, FinishReason::kNone, added});
+      p.callback(EndEvent(added));
       continue;
     }
     Live live;
@@ -241,8 +241,7 @@ bool Engine::Admit() {
     TokenCallback callback = std::move(it->second.callback);
     live_.erase(it);
     PublishStats();
-    callback(TokenEvent{-1, true, FinishReason::kNone,
-                        absl::CancelledError(absl::StrCat("request ", id, " cancelled"))});
+    callback(EndEvent(absl::CancelledError(absl::StrCat("request ", id, " cancelled"))));
   }
   return true;
 }
@@ -282,7 +281,7 @@ void Engine::Loop() {
         auto it = live_.find(w.id);
         if (it == live_.end()) continue;
         (void)scheduler_.Cancel(w.id);
-        it->second.callback(TokenEvent{-1, true, FinishReason::kNone, ran});
+        it->second.callback(EndEvent(ran));
         live_.erase(it);
       }
     }
@@ -300,7 +299,7 @@ void Engine::Loop() {
       if (it == live_.end()) continue;
       TokenCallback callback = std::move(it->second.callback);
       live_.erase(it);
-      callback(TokenEvent{-1, true, f.reason, absl::OkStatus()});
+      callback(EndEvent(absl::OkStatus(), f.reason));
     }
   }
   FailAll(absl::CancelledError("engine stopped"));
@@ -310,7 +309,7 @@ void Engine::Loop() {
     never_admitted.swap(inbox_);
   }
   for (Pending& p : never_admitted) {
-    p.callback(TokenEvent{-1, true, FinishReason::kNone, absl::CancelledError("engine stopped")});
+    p.callback(EndEvent(absl::CancelledError("engine stopped")));
   }
 }
 
@@ -328,7 +327,7 @@ void Engine::FailAll(const absl::Status& status) {
   failed.swap(live_);
   for (auto& [id, live] : failed) (void)scheduler_.Cancel(id);
   PublishStats();
-  for (auto& [id, live] : failed) live.callback(TokenEvent{-1, true, FinishReason::kNone, status});
+  for (auto& [id, live] : failed) live.callback(EndEvent(status));
 }
 
 v1::StepCommand Engine::MakeCommand(const StepPlan& plan) const {
@@ -394,7 +393,8 @@ absl::Status Engine::RunStep(const StepPlan& plan, std::vector<std::string>* sto
         (!r.params.ignore_eos && std::find(eos_.begin(), eos_.end(), token) != eos_.end())) {
       stopped->push_back(w.id());
     }
-    TokenEvent event{token, false, FinishReason::kNone, absl::OkStatus()};
+    TokenEvent event;
+    event.token = token;
     event.logits = std::move(logits);
     r.callback(event);
   }

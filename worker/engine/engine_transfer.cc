@@ -115,7 +115,7 @@ absl::Status Engine::SubmitPrefilled(const std::string& id, std::vector<int32_t>
                                                     prompt.size()));
     }
     if (!bad.ok()) {
-      callback(TokenEvent{-1, true, FinishReason::kNone, bad});
+      callback(EndEvent(bad));
       return;
     }
     Live live;
@@ -144,7 +144,10 @@ absl::Status Engine::SubmitPrefill(const std::string& id, std::vector<int32_t> p
   pending.callback = [this, id, target, deadline, received, callback](const TokenEvent& e) {
     auto it = outgoing_.find(id);
     if (it == outgoing_.end()) {
-      Outgoing o{target, deadline, callback};
+      Outgoing o;
+      o.target = target;
+      o.deadline = deadline;
+      o.callback = callback;
       o.received = received;
       it = outgoing_.emplace(id, std::move(o)).first;
     }
@@ -235,7 +238,7 @@ void Engine::QueueRelease(const std::string& id, const std::string& transfer_id,
                            if (auto l = live_.find(id); l != live_.end()) {
                              TokenCallback cb = std::move(l->second.callback);
                              live_.erase(l);
-                             cb(TokenEvent{-1, true, FinishReason::kNone, why});
+                             cb(EndEvent(why));
                            }
                          }});
 }

@@ -35,6 +35,15 @@ struct TokenEvent {
 };
 using TokenCallback = std::function<void(const TokenEvent&)>;
 
+// The last event of a request: an error (reason kNone) or a normal finish (OK status).
+inline TokenEvent EndEvent(absl::Status status, FinishReason reason = FinishReason::kNone) {
+  TokenEvent e;
+  e.finished = true;
+  e.reason = reason;
+  e.status = std::move(status);
+  return e;
+}
+
 struct EngineOptions {
   int32_t num_kv_blocks = 1024;  // per rank
   int32_t block_size = 16;

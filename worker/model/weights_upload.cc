@@ -6,10 +6,7 @@ namespace cpserve {
 namespace {
 
 absl::Status Upload(const Tensor& src, Backend& backend, Tensor* dst) {
-  if (!src.defined()) {
-    *dst = Tensor();
-    return absl::OkStatus();
-  }
+  if (!src.defined()) return absl::OkStatus();  // dst stays undefined (default-constructed)
   CPSERVE_ASSIGN_OR_RETURN(*dst, backend.Alloc(src.shape(), backend.ComputeDType()));
   return backend.CopyFromHost(src, *dst);
 }

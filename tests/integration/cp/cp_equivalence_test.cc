@@ -134,7 +134,9 @@ class CpEquivalenceTest : public ::testing::Test {
       const auto code = ranks[r].Wait(std::chrono::seconds(240));
       run.logs +=
           absl::StrCat("--- rank ", r, " exit ", code.value_or(-1), "\n", ranks[r].Output());
-      if (r == 0) EXPECT_EQ(code.value_or(-1), 0) << run.logs;
+      if (r == 0) {
+        EXPECT_EQ(code.value_or(-1), 0) << run.logs;
+      }
     }
     std::ifstream f(out);
     for (std::string line; std::getline(f, line);) {
