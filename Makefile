@@ -41,6 +41,7 @@ asan: deps
 	cmake --preset asan && cmake --build --preset asan -j $(JOBS) && ctest --preset asan -L 'unit|integration'
 
 tsan: deps
+	scripts/build-tsan-absl.sh
 	cmake --preset tsan && cmake --build --preset tsan -j $(JOBS) && ctest --preset tsan -L 'unit|integration'
 
 clean:
