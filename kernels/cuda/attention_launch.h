@@ -34,6 +34,13 @@ struct Problem {
   bool causal = false;
 };
 
+// Which kernel runs prefill attention (dense keys given) with head dim 128 on a
+// compute capability 9.0 device; paged attention, other head dims and other
+// devices always run the mma.sync kernel. kAuto = the Hopper kernel, 2 stages.
+// Process-wide, for tests and benchmarks that compare the kernels.
+enum class PrefillKernel { kAuto, kMmaSync, kHopper2Stage, kHopper3Stage };
+void SetPrefillKernel(PrefillKernel kernel);
+
 // Validates everything (writes nothing on error), uploads the plan and launches.
 absl::Status RunAttention(const Problem& problem, absl::Span<const Segment> segments,
                           cudaStream_t stream);

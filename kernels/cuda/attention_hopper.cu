@@ -1,0 +1,302 @@
+// Hopper (sm_90a) flash attention for head dim 128 (see attention_hopper.h).
+//
+// One thread block = 3 warpgroups for rows [row0, row0 + 128) of one segment and
+// one KV head (blockIdx.y):
+//   warpgroup 0 (producer, few registers): streams K and V tiles of 128 keys into a
+//     2- or 3-stage shared-memory ring with cp.async (dense keys and block-table
+//     gathered context keys alike), 128-byte swizzled; after its copies land it
+//     fences them for the async proxy and arrives on the stage's "full" mbarrier;
+//   warpgroups 1, 2 (consumers, 64 rows each): S = Q K^T with wgmma m64n128k16
+//     (Q and K from shared memory), causal / range mask only on edge tiles, online
+//     softmax in the log2 domain, then O += P V with wgmma (P from registers, V
+//     from shared memory read MN-major); they release each stage through its
+//     "empty" mbarriers (K after S, V after PV).
+// Q is loaded once per block into swizzled shared memory by its consumer.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/attention_flash.cuh"
+#include "kernels/cuda/attention_hopper.h"
+#include "kernels/cuda/attention_wgmma.cuh"
+
+namespace cpserve::cuda::attn {
+namespace {
+
+constexpr int kD = kHopperHeadDim;
+constexpr int kThreadsHopper = 384;
+constexpr int kQBytes = kHopperRows * kD * 2;     // 32 KiB
+constexpr int kTileBytes = kHopperKeys * kD * 2;  // 32 KiB per K or V tile
+
+template <int kStages>
+constexpr int HopperSmemBytes() {
+  return 1024 /*alignment slack*/ + kQBytes + kStages * 2 * kTileBytes;
+}
+
+#if CPSERVE_ATTN_SM90A
+constexpr int kHalfBytes = kHopperKeys * 128;  // one 64-column half of a tile
+constexpr int kProducerRegs = 56;
+constexpr int kConsumerRegs = 224;  // 128 * 56 + 256 * 224 <= 64K registers
+
+// Byte offset of 16-byte chunk c (0..15) of row `row` in a [128][128] bf16 tile
+// stored as two [128][64] halves with 128-byte rows, 128-byte swizzle (chunk index
+// XOR row % 8), the layout wgmma descriptors with swizzle mode 1 read.
+__device__ __forceinline__ uint32_t Swz(int row, int c) {
+  return (c >> 3) * kHalfBytes + row * 128 + (((c & 7) ^ (row & 7)) << 4);
+}
+
+__device__ __forceinline__ void CpAsync16To(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes));
+}
+#endif  // CPSERVE_ATTN_SM90A
+
+template <int kStages>
+__global__ void __launch_bounds__(kThreadsHopper, 1) HopperFlashKernel(const Params p) {
+#if CPSERVE_ATTN_SM90A
+  using namespace sm90;  // NOLINT
+  constexpr float kInf = __builtin_huge_valf();
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ uint64_t bars[4 * kStages];  // full K, full V, empty K, empty V
+  uint64_t* full_k = bars;
+  uint64_t* full_v = bars + kStages;
+  uint64_t* empty_k = bars + 2 * kStages;
+  uint64_t* empty_v = bars + 3 * kStages;
+  const uint32_t smem = (SmemAddr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t q_smem = smem;
+  auto kv_smem = [&](int stage, int kv) {
+    return smem + kQBytes + static_cast<uint32_t>((stage * 2 + kv) * kTileBytes);
+  };
+
+  const WorkItem w = p.items[blockIdx.x];
+  const SegDesc s = p.segs[w.seg];
+  const int kvh = blockIdx.y;
+  const int tid = threadIdx.x;
+  const int rows = s.q_len * p.group;
+  const int n_keys = w.key_end - w.key_begin;
+  const int num_tiles = n_keys > 0 ? (n_keys + kHopperKeys - 1) / kHopperKeys : 0;
+
+  if (tid == 0) {
+#pragma unroll
+    for (int i = 0; i < kStages; ++i) {
+      MbarInit(full_k + i, 128);
+      MbarInit(full_v + i, 128);
+      MbarInit(empty_k + i, 256);
+      MbarInit(empty_v + i, 256);
+    }
+    FenceBarrierInit();
+  }
+  __syncthreads();
+
+  if (tid < 128) {
+    // ---- producer warpgroup ----
+    SetMaxRegsDec<kProducerRegs>();
+    const int c = tid & 15, rb = tid >> 4;  // 16-byte chunk of a key row; first row
+    auto load = [&](int t, int stage, int kv) {
+      const int kb = w.key_begin + t * kHopperKeys;
+      const uint32_t base = kv_smem(stage, kv);
+#pragma unroll 4
+      for (int i = 0; i < kHopperKeys / 8; ++i) {
+        const int r = rb + 8 * i, key = kb + r;
+        const bool in = key < w.key_end;
+        const __nv_bfloat16* src = in ? KeyRow(p, s, kvh, key, kv) + c * 8 : p.q;
+        CpAsync16To(base + Swz(r, c), src, in ? 16 : 0);  // zero-fill past the range
+      }
+      CpAsyncCommit();
+    };
+    for (int t = 0; t < num_tiles; ++t) {
+      const int st = t % kStages;
+      const uint32_t reuse_parity = ((t / kStages) - 1) & 1;
+      if (t >= kStages) MbarWait(empty_k + st, reuse_parity);
+      load(t, st, 0);
+      if (t > 0) {  // V of the previous tile has landed: publish it
+        CpAsyncWait<1>();
+        FenceProxyAsync();
+        MbarArrive(full_v + (t - 1) % kStages);
+      }
+      if (t >= kStages) MbarWait(empty_v + st, reuse_parity);
+      load(t, st, 1);
+      CpAsyncWait<1>();  // K of this tile has landed
+      FenceProxyAsync();
+      MbarArrive(full_k + st);
+    }
+    if (num_tiles > 0) {
+      CpAsyncWait<0>();
+      FenceProxyAsync();
+      MbarArrive(full_v + (num_tiles - 1) % kStages);
+    }
+  } else {
+    // ---- consumer warpgroups ----
+    SetMaxRegsInc<kConsumerRegs>();
+    const int cw = tid / 128 - 1;  // consumer index: rows [64 cw, 64 cw + 64) of the tile
+    const int ctid = tid % 128, warp = ctid / 32, lane = ctid % 32, g = lane / 4, tig = lane % 4;
+    const int wg_row0 = w.row0 + cw * 64;
+
+    // Q rows of this warpgroup -> swizzled shared memory (zero rows past the segment).
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int idx = ctid + 128 * i, r = idx / 16, c = idx % 16, row = wg_row0 + r;
+      const bool valid = row < rows;
+      const int j = valid ? row / p.group : 0, h = kvh * p.group + (valid ? row % p.group : 0);
+      const __nv_bfloat16* src = p.q + (s.q_start + j) * p.q_tok + h * p.q_head + c * 8;
+      CpAsync16To(q_smem + Swz(cw * 64 + r, c), valid ? src : p.q, valid ? 16 : 0);
+    }
+    CpAsyncCommit();
+    CpAsyncWait<0>();
+    FenceProxyAsync();
+    NamedBarrier(1 + cw, 128);
+
+    int limit[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int row = wg_row0 + warp * 16 + g + 8 * i;
+      limit[i] = s.limit0 + (row < rows ? row / p.group : 0);
+    }
+    // Tiles ending at or below this key need no causal mask for any row here.
+    const int unmasked_below = s.limit0 + wg_row0 / p.group + 1;
+
+    float o[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) o[i] = 0.0f;
+    float m[2] = {-kInf, -kInf}, l[2] = {0.0f, 0.0f};
+
+    for (int t = 0; t < num_tiles; ++t) {
+      const int st = t % kStages;
+      const uint32_t parity = (t / kStages) & 1;
+      const int kb = w.key_begin + t * kHopperKeys;
+
+      // S = Q K^T (64 rows x 128 keys).
+      float sc[64];
+      MbarWait(full_k + st, parity);
+      WgmmaFence();
+      const uint32_t k_smem = kv_smem(st, 0);
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; ++kk) {
+        const uint32_t off = (kk >> 2) * kHalfBytes + (kk & 3) * 32;
+        WgmmaSS(sc, SmemDesc(q_smem + cw * 64 * 128 + off, 16, 1024),
+                SmemDesc(k_smem + off, 16, 1024), kk > 0);
+      }
+      WgmmaCommit();
+      WgmmaWait<0>();
+      FenceRegs(sc);
+      MbarArrive(empty_k + st);
+
+      // Scale, mask edge tiles, online softmax (log2 domain).
+      const bool masked = kb + kHopperKeys > w.key_end || kb + kHopperKeys > unmasked_below;
+      float mx[2] = {-kInf, -kInf};
+#pragma unroll
+      for (int e = 0; e < 64; ++e) {
+        const int i = (e >> 1) & 1;
+        float x = sc[e] * p.scale_log2;
+        if (masked) {
+          const int key = kb + 8 * (e >> 2) + 2 * tig + (e & 1);
+          x = (key < w.key_end && key <= limit[i]) ? x : -kInf;
+        }
+        sc[e] = x;
+        mx[i] = fmaxf(mx[i], x);
+      }
+      float base[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float m_new = fmaxf(m[i], QuadMax(mx[i]));
+        base[i] = m_new == -kInf ? 0.0f : m_new;  // all masked so far: avoid -inf - -inf
+        const float alpha = Exp2(m[i] - base[i]);
+        m[i] = m_new;
+        l[i] *= alpha;
+#pragma unroll
+        for (int e = 0; e < 64; e += 4) {
+          o[e + 2 * i] *= alpha;
+          o[e + 2 * i + 1] *= alpha;
+        }
+      }
+      uint32_t pa[kHopperKeys / 16][4];
+#pragma unroll
+      for (int e = 0; e < 64; e += 2) {
+        const int i = (e >> 1) & 1;
+        const float p0 = Exp2(sc[e] - base[i]), p1 = Exp2(sc[e + 1] - base[i]);
+        l[i] += p0 + p1;
+        pa[e >> 3][(e >> 1) & 3] = PackBf16(p0, p1);
+      }
+
+      // O += P V (V tile read MN-major: 64-column halves kHalfBytes apart, 8-key groups
+      // 1024 bytes apart).
+      MbarWait(full_v + st, parity);
+      WgmmaFence();
+      const uint32_t v_smem = kv_smem(st, 1);
+#pragma unroll
+      for (int kk = 0; kk < kHopperKeys / 16; ++kk) {
+        WgmmaRS(o, pa[kk], SmemDesc(v_smem + kk * 16 * 128, kHalfBytes, 1024));
+      }
+      WgmmaCommit();
+      WgmmaWait<0>();
+      FenceRegs(o);
+      MbarArrive(empty_v + st);
+    }
+
+    // Epilogue: normalise, write O (or the split's partial) and the LSE.
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      l[i] = QuadSum(l[i]);
+      const int row = wg_row0 + warp * 16 + g + 8 * i;
+      if (row >= rows) continue;
+      const int j = row / p.group, h = kvh * p.group + row % p.group;
+      const bool empty = l[i] == 0.0f;
+      const float inv = empty ? 0.0f : 1.0f / l[i];
+      const float lse = empty ? -kInf : (m[i] + log2f(l[i])) * 0.69314718055994531f;
+      if (s.num_splits == 1) {
+        const int64_t tok = s.q_start + j;
+        __nv_bfloat16* orow = p.o + tok * p.o_tok + h * p.o_head + 2 * tig;
+#pragma unroll
+        for (int dt = 0; dt < kD / 8; ++dt) {
+          *reinterpret_cast<uint32_t*>(orow + dt * 8) =
+              PackBf16(o[4 * dt + 2 * i] * inv, o[4 * dt + 2 * i + 1] * inv);
+        }
+        if (tig == 0) p.lse[tok * p.lse_tok + h * p.lse_head] = lse;
+      } else {
+        const int64_t pr =
+            s.part_start + (static_cast<int64_t>(w.split) * p.num_kv_heads + kvh) * rows + row;
+        float* orow = p.part_o + pr * kD + 2 * tig;
+#pragma unroll
+        for (int dt = 0; dt < kD / 8; ++dt) {
+          *reinterpret_cast<float2*>(orow + dt * 8) =
+              make_float2(o[4 * dt + 2 * i] * inv, o[4 * dt + 2 * i + 1] * inv);
+        }
+        if (tig == 0) p.part_lse[pr] = lse;
+      }
+    }
+  }
+#else
+  __trap();  // never launched: HopperFlashSupported() requires sm_90 (sm_90a code)
+#endif
+}
+
+template <int kStages>
+cudaError_t Launch(const Params& params, int num_items, cudaStream_t stream) {
+  constexpr int smem = HopperSmemBytes<kStages>();
+  cudaError_t err = cudaFuncSetAttribute(HopperFlashKernel<kStages>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>(num_items), static_cast<unsigned>(params.num_kv_heads));
+  HopperFlashKernel<kStages><<<grid, kThreadsHopper, smem, stream>>>(params);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool HopperFlashSupported(int device) {
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    return false;
+  }
+  return major == 9 && minor == 0;
+}
+
+cudaError_t LaunchHopperFlash(const Params& params, int num_items, int stages,
+                              cudaStream_t stream) {
+  return stages == 3 ? Launch<3>(params, num_items, stream) : Launch<2>(params, num_items, stream);
+}
+
+}  // namespace cpserve::cuda::attn
