@@ -53,7 +53,7 @@ __device__ __forceinline__ void CpAsync16To(uint32_t dst, const void* src, int s
 }
 #endif  // CPSERVE_ATTN_SM90A
 
-template <int kStages>
+template <int kStages, bool kPingPong>
 __global__ void __launch_bounds__(kThreadsHopper, 1) HopperFlashKernel(const Params p) {
 #if CPSERVE_ATTN_SM90A
   using namespace sm90;  // NOLINT
@@ -96,13 +96,23 @@ __global__ void __launch_bounds__(kThreadsHopper, 1) HopperFlashKernel(const Par
     const int c = tid & 15, rb = tid >> 4;  // 16-byte chunk of a key row; first row
     auto load = [&](int t, int stage, int kv) {
       const int kb = w.key_begin + t * kHopperKeys;
-      const uint32_t base = kv_smem(stage, kv);
+      const uint32_t dst = kv_smem(stage, kv) + Swz(rb, c);    // row rb + 8 i: + 1024 i
+      if (kb >= s.ctx_len && kb + kHopperKeys <= w.key_end) {  // dense keys, full tile
+        const int64_t tok = s.k_start + (kb - s.ctx_len) + rb;
+        const __nv_bfloat16* src = (kv == 0 ? p.k + tok * p.k_tok + kvh * p.k_head
+                                            : p.v + tok * p.v_tok + kvh * p.v_head) +
+                                   c * 8;
+        const int64_t step = 8 * (kv == 0 ? p.k_tok : p.v_tok);
+#pragma unroll
+        for (int i = 0; i < kHopperKeys / 8; ++i) CpAsync16To(dst + 1024 * i, src + i * step, 16);
+      } else {  // context keys through the block table, or the range's last tile
 #pragma unroll 4
-      for (int i = 0; i < kHopperKeys / 8; ++i) {
-        const int r = rb + 8 * i, key = kb + r;
-        const bool in = key < w.key_end;
-        const __nv_bfloat16* src = in ? KeyRow(p, s, kvh, key, kv) + c * 8 : p.q;
-        CpAsync16To(base + Swz(r, c), src, in ? 16 : 0);  // zero-fill past the range
+        for (int i = 0; i < kHopperKeys / 8; ++i) {
+          const int key = kb + rb + 8 * i;
+          const bool in = key < w.key_end;
+          const __nv_bfloat16* src = in ? KeyRow(p, s, kvh, key, kv) + c * 8 : p.q;
+          CpAsync16To(dst + 1024 * i, src, in ? 16 : 0);  // zero-fill past the range
+        }
       }
       CpAsyncCommit();
     };
@@ -161,78 +171,135 @@ __global__ void __launch_bounds__(kThreadsHopper, 1) HopperFlashKernel(const Par
 #pragma unroll
     for (int i = 0; i < 64; ++i) o[i] = 0.0f;
     float m[2] = {-kInf, -kInf}, l[2] = {0.0f, 0.0f};
+    float sc[64];                      // S, then P (fp32) of the tile in softmax
+    uint32_t pa[kHopperKeys / 16][4];  // P (bf16 A fragments) of the tile in PV
+    const float scale = p.scale_log2;  // > 0 (the planner picks this kernel only then)
 
-    for (int t = 0; t < num_tiles; ++t) {
-      const int st = t % kStages;
-      const uint32_t parity = (t / kStages) & 1;
-      const int kb = w.key_begin + t * kHopperKeys;
-
-      // S = Q K^T (64 rows x 128 keys).
-      float sc[64];
-      MbarWait(full_k + st, parity);
-      WgmmaFence();
-      const uint32_t k_smem = kv_smem(st, 0);
+    // S = Q K^T (64 rows x 128 keys), issued asynchronously.
+    auto issue_s = [&](int t) {
+      const uint32_t k_smem = kv_smem(t % kStages, 0);
 #pragma unroll
       for (int kk = 0; kk < kD / 16; ++kk) {
         const uint32_t off = (kk >> 2) * kHalfBytes + (kk & 3) * 32;
         WgmmaSS(sc, SmemDesc(q_smem + cw * 64 * 128 + off, 16, 1024),
                 SmemDesc(k_smem + off, 16, 1024), kk > 0);
       }
-      WgmmaCommit();
-      WgmmaWait<0>();
-      FenceRegs(sc);
-      MbarArrive(empty_k + st);
-
-      // Scale, mask edge tiles, online softmax (log2 domain).
+    };
+    // O += P V (V tile read MN-major: 64-column halves kHalfBytes apart, 8-key groups
+    // 1024 bytes apart), issued asynchronously.
+    auto issue_pv = [&](int t) {
+      const uint32_t v_smem = kv_smem(t % kStages, 1);
+#pragma unroll
+      for (int kk = 0; kk < kHopperKeys / 16; ++kk) {
+        WgmmaRS(o, pa[kk], SmemDesc(v_smem + kk * 16 * 128, kHalfBytes, 1024));
+      }
+    };
+    // Online softmax of tile t (log2 domain): masks edge tiles, updates m and l,
+    // leaves P in sc and the factor for O in alpha.
+    auto softmax = [&](int t, float(&alpha)[2]) {
+      const int kb = w.key_begin + t * kHopperKeys;
       const bool masked = kb + kHopperKeys > w.key_end || kb + kHopperKeys > unmasked_below;
       float mx[2] = {-kInf, -kInf};
 #pragma unroll
       for (int e = 0; e < 64; ++e) {
         const int i = (e >> 1) & 1;
-        float x = sc[e] * p.scale_log2;
         if (masked) {
           const int key = kb + 8 * (e >> 2) + 2 * tig + (e & 1);
-          x = (key < w.key_end && key <= limit[i]) ? x : -kInf;
+          sc[e] = (key < w.key_end && key <= limit[i]) ? sc[e] : -kInf;
         }
-        sc[e] = x;
-        mx[i] = fmaxf(mx[i], x);
+        mx[i] = fmaxf(mx[i], sc[e]);
       }
       float base[2];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
-        const float m_new = fmaxf(m[i], QuadMax(mx[i]));
+        const float m_new = fmaxf(m[i], QuadMax(mx[i]) * scale);
         base[i] = m_new == -kInf ? 0.0f : m_new;  // all masked so far: avoid -inf - -inf
-        const float alpha = Exp2(m[i] - base[i]);
+        alpha[i] = Exp2(m[i] - base[i]);
         m[i] = m_new;
-        l[i] *= alpha;
-#pragma unroll
-        for (int e = 0; e < 64; e += 4) {
-          o[e + 2 * i] *= alpha;
-          o[e + 2 * i + 1] *= alpha;
-        }
+        l[i] *= alpha[i];
       }
-      uint32_t pa[kHopperKeys / 16][4];
 #pragma unroll
-      for (int e = 0; e < 64; e += 2) {
+      for (int e = 0; e < 64; ++e) {
         const int i = (e >> 1) & 1;
-        const float p0 = Exp2(sc[e] - base[i]), p1 = Exp2(sc[e + 1] - base[i]);
-        l[i] += p0 + p1;
-        pa[e >> 3][(e >> 1) & 3] = PackBf16(p0, p1);
+        sc[e] = Exp2(fmaf(sc[e], scale, -base[i]));
+        l[i] += sc[e];
       }
-
-      // O += P V (V tile read MN-major: 64-column halves kHalfBytes apart, 8-key groups
-      // 1024 bytes apart).
-      MbarWait(full_v + st, parity);
-      WgmmaFence();
-      const uint32_t v_smem = kv_smem(st, 1);
+    };
+    auto pack_p = [&] {
 #pragma unroll
-      for (int kk = 0; kk < kHopperKeys / 16; ++kk) {
-        WgmmaRS(o, pa[kk], SmemDesc(v_smem + kk * 16 * 128, kHalfBytes, 1024));
+      for (int e = 0; e < 64; e += 2) pa[e >> 3][(e >> 1) & 3] = PackBf16(sc[e], sc[e + 1]);
+    };
+    auto rescale_o = [&](const float(&alpha)[2]) {
+#pragma unroll
+      for (int e = 0; e < 64; ++e) o[e] *= alpha[(e >> 1) & 1];
+    };
+
+    // Ping-pong (kPingPong): the two consumers take turns issuing their wgmmas
+    // (named barriers 3 + consumer), so one's softmax overlaps the other's GEMMs.
+    // Consumer 0 goes first; consumer 1 skips its last hand-over so that every
+    // barrier phase completes.
+    auto turn_begin = [&] {
+      if constexpr (kPingPong) NamedBarrier(3 + cw, 256);
+    };
+    auto turn_end = [&](bool last) {
+      if constexpr (kPingPong) {
+        if (!(last && cw == 1)) NamedArrive(3 + (1 - cw), 256);
       }
+    };
+    if constexpr (kPingPong) {
+      if (num_tiles > 0 && cw == 1) NamedArrive(3, 256);
+    }
+
+    // Software pipeline within the warpgroup: S of tile t and PV of tile t - 1 run
+    // on the tensor cores while the softmax of tile t waits only for S.
+    if (num_tiles > 0) {
+      MbarWait(full_k, 0);
+      turn_begin();
+      WgmmaFence();
+      issue_s(0);
       WgmmaCommit();
+      turn_end(false);
+      WgmmaWait<0>();
+      FenceRegs(sc);
+      MbarArrive(empty_k);
+      float alpha[2];
+      softmax(0, alpha);  // O is still zero: no rescale
+      pack_p();
+    }
+    for (int t = 1; t < num_tiles; ++t) {
+      const int st = t % kStages, pst = (t - 1) % kStages;
+      MbarWait(full_k + st, (t / kStages) & 1);
+      MbarWait(full_v + pst, ((t - 1) / kStages) & 1);
+      turn_begin();
+      WgmmaFence();
+      issue_s(t);
+      WgmmaCommit();
+      issue_pv(t - 1);
+      WgmmaCommit();
+      turn_end(false);
+      WgmmaWait<1>();  // S of tile t
+      FenceRegs(sc);
+      MbarArrive(empty_k + st);
+      float alpha[2];
+      softmax(t, alpha);
+      WgmmaWait<0>();  // PV of tile t - 1
+      FenceRegs(o);
+      FenceRegs(sc);  // P is packed only now: pa may still be in use until the wait
+      MbarArrive(empty_v + pst);
+      rescale_o(alpha);
+      pack_p();
+    }
+    if (num_tiles > 0) {
+      const int last = num_tiles - 1;
+      MbarWait(full_v + last % kStages, (last / kStages) & 1);
+      turn_begin();
+      WgmmaFence();
+      issue_pv(last);
+      WgmmaCommit();
+      turn_end(true);
       WgmmaWait<0>();
       FenceRegs(o);
-      MbarArrive(empty_v + st);
+      MbarArrive(empty_v + last % kStages);
     }
 
     // Epilogue: normalise, write O (or the split's partial) and the LSE.
@@ -272,14 +339,14 @@ __global__ void __launch_bounds__(kThreadsHopper, 1) HopperFlashKernel(const Par
 #endif
 }
 
-template <int kStages>
+template <int kStages, bool kPingPong>
 cudaError_t Launch(const Params& params, int num_items, cudaStream_t stream) {
   constexpr int smem = HopperSmemBytes<kStages>();
-  cudaError_t err = cudaFuncSetAttribute(HopperFlashKernel<kStages>,
+  cudaError_t err = cudaFuncSetAttribute(HopperFlashKernel<kStages, kPingPong>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(num_items), static_cast<unsigned>(params.num_kv_heads));
-  HopperFlashKernel<kStages><<<grid, kThreadsHopper, smem, stream>>>(params);
+  HopperFlashKernel<kStages, kPingPong><<<grid, kThreadsHopper, smem, stream>>>(params);
   return cudaGetLastError();
 }
 
@@ -294,9 +361,10 @@ bool HopperFlashSupported(int device) {
   return major == 9 && minor == 0;
 }
 
-cudaError_t LaunchHopperFlash(const Params& params, int num_items, int stages,
+cudaError_t LaunchHopperFlash(const Params& params, int num_items, HopperVariant variant,
                               cudaStream_t stream) {
-  return stages == 3 ? Launch<3>(params, num_items, stream) : Launch<2>(params, num_items, stream);
+  return variant == HopperVariant::kPingPong ? Launch<2, true>(params, num_items, stream)
+                                             : Launch<2, false>(params, num_items, stream);
 }
 
 }  // namespace cpserve::cuda::attn

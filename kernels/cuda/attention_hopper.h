@@ -18,9 +18,14 @@ constexpr int kHopperKeys = 128;  // keys per pipeline stage
 // which the library carries sm_90a code).
 bool HopperFlashSupported(int device);
 
-// Launches the Hopper flash kernel over num_items x Hkv blocks with a 2- or
-// 3-stage K/V pipeline (`stages`). Writes O/LSE, or partials for split segments
-// (the combine kernel runs separately). Returns the launch error, if any.
-cudaError_t LaunchHopperFlash(const Params& params, int num_items, int stages, cudaStream_t stream);
+// kOverlap: the two consumer warpgroups run independently (each overlaps its
+// softmax with its own PV GEMM); kPingPong: they also take turns issuing GEMMs.
+enum class HopperVariant { kOverlap, kPingPong };
+
+// Launches the Hopper flash kernel (2-stage K/V ring) over num_items x Hkv
+// blocks. Writes O/LSE, or partials for split segments (the combine kernel runs
+// separately). Returns the launch error, if any.
+cudaError_t LaunchHopperFlash(const Params& params, int num_items, HopperVariant variant,
+                              cudaStream_t stream);
 
 }  // namespace cpserve::cuda::attn

@@ -13,11 +13,13 @@ namespace {
 
 template <int D>
 cudaError_t Launch(const Params& params, int num_items, int num_split_segs, int max_combine_rows,
-                   const int* split_segs, int hopper_stages, cudaStream_t stream) {
+                   const int* split_segs, int hopper_variant, cudaStream_t stream) {
   cudaError_t err = cudaSuccess;
-  if (hopper_stages > 0) {
+  if (hopper_variant > 0) {
     if (D != kHopperHeadDim) return cudaErrorInvalidValue;
-    err = LaunchHopperFlash(params, num_items, hopper_stages, stream);
+    err = LaunchHopperFlash(
+        params, num_items, hopper_variant == 2 ? HopperVariant::kPingPong : HopperVariant::kOverlap,
+        stream);
   } else {
     constexpr int smem = FlashSmemBytes<D>();
     err =
@@ -41,17 +43,17 @@ cudaError_t Launch(const Params& params, int num_items, int num_split_segs, int 
 
 cudaError_t LaunchAttentionKernels(int head_dim, const Params& params, int num_items,
                                    int num_split_segs, int max_combine_rows, const int* split_segs,
-                                   int hopper_stages, cudaStream_t stream) {
+                                   int hopper_variant, cudaStream_t stream) {
   switch (head_dim) {
     case 32:
       return Launch<32>(params, num_items, num_split_segs, max_combine_rows, split_segs,
-                        hopper_stages, stream);
+                        hopper_variant, stream);
     case 64:
       return Launch<64>(params, num_items, num_split_segs, max_combine_rows, split_segs,
-                        hopper_stages, stream);
+                        hopper_variant, stream);
     case 128:
       return Launch<128>(params, num_items, num_split_segs, max_combine_rows, split_segs,
-                         hopper_stages, stream);
+                         hopper_variant, stream);
     default:
       return cudaErrorInvalidValue;
   }

@@ -231,16 +231,18 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
   err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
   if (err != cudaSuccess) return CudaError(err, p.op, "device attribute");
   const int64_t d = p.q.dim(2);
-  // Hopper kernel: prefill, head dim 128, sm_90, q rows 16-byte aligned (cp.async).
+  const double scale = p.scale != 0.0f ? p.scale : 1.0 / std::sqrt(static_cast<double>(d));
+  // Hopper kernel: prefill, head dim 128, sm_90, q rows 16-byte aligned (cp.async),
+  // positive scale (it takes row maxima of unscaled scores).
   const PrefillKernel choice = g_prefill_kernel.load(std::memory_order_relaxed);
-  int hopper_stages = 0;
-  if (p.k.defined() && d == kHopperHeadDim && choice != PrefillKernel::kMmaSync &&
+  int hopper_variant = 0;  // LaunchAttentionKernels' numbering
+  if (p.k.defined() && d == kHopperHeadDim && choice != PrefillKernel::kMmaSync && scale > 0 &&
       Aligned(p.q.raw(), 16) && p.q.stride(0) % 8 == 0 && p.q.stride(1) % 8 == 0 &&
       HopperFlashSupported(device)) {
-    hopper_stages = choice == PrefillKernel::kHopper3Stage ? 3 : 2;
+    hopper_variant = choice == PrefillKernel::kHopper ? 1 : 2;
   }
-  const Plan plan = hopper_stages > 0 ? MakePlan(p, segments, num_sms, kHopperRows, kHopperKeys)
-                                      : MakePlan(p, segments, num_sms, kTileRows, kTileKeys);
+  const Plan plan = hopper_variant > 0 ? MakePlan(p, segments, num_sms, kHopperRows, kHopperKeys)
+                                       : MakePlan(p, segments, num_sms, kTileRows, kTileKeys);
   if (plan.items.empty()) return absl::OkStatus();
 
   // One upload: segments | items | split segments | block tables | partial lse | partial O.
@@ -293,7 +295,6 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
   }
   params.group = static_cast<int>(p.q.dim(1) / p.num_kv_heads);
   params.num_kv_heads = static_cast<int>(p.num_kv_heads);
-  const double scale = p.scale != 0.0f ? p.scale : 1.0 / std::sqrt(static_cast<double>(d));
   params.scale_log2 = static_cast<float>(scale * 1.4426950408889634);
   params.segs = reinterpret_cast<const SegDesc*>(scratch.get());
   params.items = reinterpret_cast<const WorkItem*>(scratch.get() + off_items);
@@ -304,7 +305,7 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
 
   err = LaunchAttentionKernels(static_cast<int>(d), params, static_cast<int>(plan.items.size()),
                                static_cast<int>(plan.split_segs.size()), plan.max_combine_rows,
-                               split_segs, hopper_stages, stream);
+                               split_segs, hopper_variant, stream);
   if (err != cudaSuccess) return CudaError(err, p.op, "kernel launch");
   return absl::OkStatus();
 }

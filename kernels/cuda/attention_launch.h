@@ -36,9 +36,9 @@ struct Problem {
 
 // Which kernel runs prefill attention (dense keys given) with head dim 128 on a
 // compute capability 9.0 device; paged attention, other head dims and other
-// devices always run the mma.sync kernel. kAuto = the Hopper kernel, 2 stages.
+// devices always run the mma.sync kernel. kAuto = kHopperPingPong.
 // Process-wide, for tests and benchmarks that compare the kernels.
-enum class PrefillKernel { kAuto, kMmaSync, kHopper2Stage, kHopper3Stage };
+enum class PrefillKernel { kAuto, kMmaSync, kHopper, kHopperPingPong };
 void SetPrefillKernel(PrefillKernel kernel);
 
 // Validates everything (writes nothing on error), uploads the plan and launches.

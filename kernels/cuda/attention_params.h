@@ -73,12 +73,12 @@ struct Params {
 // Launches the flash kernel over `num_items` work items x Hkv, then, when
 // num_split_segs > 0, the combine kernel over the listed segments (device array
 // split_segs, max_combine_rows = largest q_len * Hq among them). Head dim 32, 64 or
-// 128 (cudaErrorInvalidValue otherwise). `hopper_stages` 2 or 3 runs the Hopper
-// kernel (attention_hopper.h; head dim 128, items of kHopperRows rows) with that
-// pipeline depth, 0 the mma.sync kernel (items of kTileRows rows). Returns the
+// 128 (cudaErrorInvalidValue otherwise). `hopper_variant` 1 (overlap) or 2
+// (ping-pong) runs the Hopper kernel (attention_hopper.h; head dim 128, items of
+// kHopperRows rows), 0 the mma.sync kernel (items of kTileRows rows). Returns the
 // launch error, if any.
 cudaError_t LaunchAttentionKernels(int head_dim, const Params& params, int num_items,
                                    int num_split_segs, int max_combine_rows, const int* split_segs,
-                                   int hopper_stages, cudaStream_t stream);
+                                   int hopper_variant, cudaStream_t stream);
 
 }  // namespace cpserve::cuda::attn

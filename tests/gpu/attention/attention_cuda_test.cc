@@ -175,16 +175,16 @@ TEST_P(PrefillKernelTest, SplitFewQueriesLongContext) {
 
 INSTANTIATE_TEST_SUITE_P(Kernels, PrefillKernelTest,
                          ::testing::Values(attn::PrefillKernel::kMmaSync,
-                                           attn::PrefillKernel::kHopper2Stage,
-                                           attn::PrefillKernel::kHopper3Stage),
+                                           attn::PrefillKernel::kHopper,
+                                           attn::PrefillKernel::kHopperPingPong),
                          [](const auto& info) {
                            switch (info.param) {
                              case attn::PrefillKernel::kMmaSync:
                                return std::string("MmaSync");
-                             case attn::PrefillKernel::kHopper2Stage:
-                               return std::string("Hopper2Stage");
-                             case attn::PrefillKernel::kHopper3Stage:
-                               return std::string("Hopper3Stage");
+                             case attn::PrefillKernel::kHopper:
+                               return std::string("Hopper");
+                             case attn::PrefillKernel::kHopperPingPong:
+                               return std::string("HopperPingPong");
                              default:
                                return std::string("Auto");
                            }

@@ -1,8 +1,8 @@
 // Micro-benchmark of the CUDA attention kernels (run on a GPU machine):
 //   prefill: one causal sequence of 4k / 16k / 64k tokens, 32 query / 8 KV heads,
 //            head dim 128 -> TFLOP/s (4 * T^2 / 2 * D * Hq flops, the FlashAttention
-//            convention for causal), per prefill kernel (kernel=1 mma.sync, 2 / 3 the
-//            Hopper kernel with 2 / 3 stages; on non-sm_90 devices all run mma.sync);
+//            convention for causal), per prefill kernel (kernel=1 mma.sync, 2 the Hopper
+//            kernel, 3 with ping-pong; on non-sm_90 devices all run mma.sync);
 //   decode:  batch x context, one query per sequence, paged cache (block 16),
 //            32 / 8 heads, D 128 -> GB/s of K and V read.
 // Times with CUDA events (manual time). Reports an error without a GPU.
@@ -23,16 +23,20 @@ namespace {
 
 constexpr int64_t kHq = 32, kHkv = 8, kD = 128, kBlock = 16;
 
-// Times `fn` (which queues work on `stream`) with events; one iteration per call.
+// Times `fn` (which queues work on `stream`) with events: `calls` back-to-back
+// calls per iteration (so the host's per-call planning and metadata upload overlap
+// the previous call's kernels, as in a model's layer loop), after 3 warm-up calls.
 template <typename Fn>
-void TimeLoop(benchmark::State& state, cudaStream_t stream, Fn fn) {
+void TimeLoop(benchmark::State& state, cudaStream_t stream, Fn fn, int calls = 1) {
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
   for (int i = 0; i < 3; ++i) fn().IgnoreError();  // warm up
+  cudaStreamSynchronize(stream);
   for (auto _ : state) {
     cudaEventRecord(start, stream);
-    const absl::Status s = fn();
+    absl::Status s;
+    for (int i = 0; i < calls && s.ok(); ++i) s = fn();
     cudaEventRecord(stop, stream);
     cudaEventSynchronize(stop);
     if (!s.ok()) {
@@ -41,7 +45,7 @@ void TimeLoop(benchmark::State& state, cudaStream_t stream, Fn fn) {
     }
     float ms = 0.0f;
     cudaEventElapsedTime(&ms, start, stop);
-    state.SetIterationTime(ms / 1e3);
+    state.SetIterationTime(ms / 1e3 / calls);
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
@@ -58,7 +62,7 @@ void FillRandomBf16(const DeviceBuffer& buf, size_t n, std::mt19937& rng) {
   }
 }
 
-// range(0): tokens; range(1): attn::PrefillKernel (1 mma.sync, 2 / 3 Hopper stages).
+// range(0): tokens; range(1): attn::PrefillKernel (1 mma.sync, 2 Hopper, 3 Hopper ping-pong).
 void BM_PrefillCausal(benchmark::State& state) {
   if (!HaveGpu()) {
     state.SkipWithError("no CUDA device");
@@ -81,10 +85,13 @@ void BM_PrefillCausal(benchmark::State& state) {
   const PrefillSegment seg{0, t, 0, t, 0, {}};
   cudaStream_t stream;
   cudaStreamCreate(&stream);
-  TimeLoop(state, stream, [&] {
-    return PrefillAttentionCuda(tq, tkv.Slice(1, 0, kHkv), tkv.Slice(1, kHkv, 2 * kHkv), {&seg, 1},
-                                nullptr, 0, {}, to, tl, stream);
-  });
+  TimeLoop(
+      state, stream,
+      [&] {
+        return PrefillAttentionCuda(tq, tkv.Slice(1, 0, kHkv), tkv.Slice(1, kHkv, 2 * kHkv),
+                                    {&seg, 1}, nullptr, 0, {}, to, tl, stream);
+      },
+      /*calls=*/4);
   cudaStreamDestroy(stream);
   attn::SetPrefillKernel(attn::PrefillKernel::kAuto);
   const double flops = 4.0 * static_cast<double>(t) * t / 2 * kD * kHq;
