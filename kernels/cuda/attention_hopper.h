@@ -18,13 +18,14 @@ constexpr int kHopperKeys = 128;  // keys per pipeline stage
 // which the library carries sm_90a code).
 bool HopperFlashSupported(int device);
 
-// kOverlap: the two consumer warpgroups run independently (each overlaps its
-// softmax with its own PV GEMM); kPingPong: they also take turns issuing GEMMs.
-enum class HopperVariant { kOverlap, kPingPong };
+// kPerWork: one block per work (item x KV head), the hardware schedules them;
+// kPersistent: one block per SM, each takes works in zigzag rounds and keeps its
+// K/V ring running across them (the next work's loads overlap this one's end).
+// 2-stage K/V ring, or 3 stages.
+enum class HopperVariant { kPerWork, kPersistent, kPerWork3Stage, kPersistent3Stage };
 
-// Launches the Hopper flash kernel (2-stage K/V ring) over num_items x Hkv
-// blocks. Writes O/LSE, or partials for split segments (the combine kernel runs
-// separately). Returns the launch error, if any.
+// Launches the Hopper flash kernel over num_items x Hkv works. Writes O/LSE, or partials for split
+// segments (the combine kernel runs separately). Returns the launch error, if any.
 cudaError_t LaunchHopperFlash(const Params& params, int num_items, HopperVariant variant,
                               cudaStream_t stream);
 

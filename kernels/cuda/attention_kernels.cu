@@ -17,9 +17,8 @@ cudaError_t Launch(const Params& params, int num_items, int num_split_segs, int 
   cudaError_t err = cudaSuccess;
   if (hopper_variant > 0) {
     if (D != kHopperHeadDim) return cudaErrorInvalidValue;
-    err = LaunchHopperFlash(
-        params, num_items, hopper_variant == 2 ? HopperVariant::kPingPong : HopperVariant::kOverlap,
-        stream);
+    err = LaunchHopperFlash(params, num_items, static_cast<HopperVariant>(hopper_variant - 1),
+                            stream);
   } else {
     constexpr int smem = FlashSmemBytes<D>();
     err =

@@ -239,7 +239,9 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
   if (p.k.defined() && d == kHopperHeadDim && choice != PrefillKernel::kMmaSync && scale > 0 &&
       Aligned(p.q.raw(), 16) && p.q.stride(0) % 8 == 0 && p.q.stride(1) % 8 == 0 &&
       HopperFlashSupported(device)) {
-    hopper_variant = choice == PrefillKernel::kHopper ? 1 : 2;
+    hopper_variant = choice == PrefillKernel::kAuto
+                         ? 2  // HopperVariant::kPersistent
+                         : static_cast<int>(choice) - static_cast<int>(PrefillKernel::kHopper) + 1;
   }
   const Plan plan = hopper_variant > 0 ? MakePlan(p, segments, num_sms, kHopperRows, kHopperKeys)
                                        : MakePlan(p, segments, num_sms, kTileRows, kTileKeys);

@@ -73,8 +73,8 @@ struct Params {
 // Launches the flash kernel over `num_items` work items x Hkv, then, when
 // num_split_segs > 0, the combine kernel over the listed segments (device array
 // split_segs, max_combine_rows = largest q_len * Hq among them). Head dim 32, 64 or
-// 128 (cudaErrorInvalidValue otherwise). `hopper_variant` 1 (overlap) or 2
-// (ping-pong) runs the Hopper kernel (attention_hopper.h; head dim 128, items of
+// 128 (cudaErrorInvalidValue otherwise). `hopper_variant` > 0 runs the Hopper
+// kernel, variant HopperVariant(hopper_variant - 1) (attention_hopper.h; head dim 128, items of
 // kHopperRows rows), 0 the mma.sync kernel (items of kTileRows rows). Returns the
 // launch error, if any.
 cudaError_t LaunchAttentionKernels(int head_dim, const Params& params, int num_items,

@@ -176,15 +176,21 @@ TEST_P(PrefillKernelTest, SplitFewQueriesLongContext) {
 INSTANTIATE_TEST_SUITE_P(Kernels, PrefillKernelTest,
                          ::testing::Values(attn::PrefillKernel::kMmaSync,
                                            attn::PrefillKernel::kHopper,
-                                           attn::PrefillKernel::kHopperPingPong),
+                                           attn::PrefillKernel::kHopperPersistent,
+                                           attn::PrefillKernel::kHopper3Stage,
+                                           attn::PrefillKernel::kHopperPersistent3Stage),
                          [](const auto& info) {
                            switch (info.param) {
                              case attn::PrefillKernel::kMmaSync:
                                return std::string("MmaSync");
                              case attn::PrefillKernel::kHopper:
                                return std::string("Hopper");
-                             case attn::PrefillKernel::kHopperPingPong:
-                               return std::string("HopperPingPong");
+                             case attn::PrefillKernel::kHopperPersistent:
+                               return std::string("HopperPersistent");
+                             case attn::PrefillKernel::kHopper3Stage:
+                               return std::string("Hopper3Stage");
+                             case attn::PrefillKernel::kHopperPersistent3Stage:
+                               return std::string("HopperPersistent3Stage");
                              default:
                                return std::string("Auto");
                            }

@@ -1,8 +1,9 @@
 // Micro-benchmark of the CUDA attention kernels (run on a GPU machine):
 //   prefill: one causal sequence of 4k / 16k / 64k tokens, 32 query / 8 KV heads,
 //            head dim 128 -> TFLOP/s (4 * T^2 / 2 * D * Hq flops, the FlashAttention
-//            convention for causal), per prefill kernel (kernel=1 mma.sync, 2 the Hopper
-//            kernel, 3 with ping-pong; on non-sm_90 devices all run mma.sync);
+//            convention for causal), per prefill kernel (kernel = attn::PrefillKernel: 1
+//            mma.sync, 2 Hopper, 3 Hopper persistent, 4 / 5 the same with 3 stages;
+//            on non-sm_90 devices all run mma.sync);
 //   decode:  batch x context, one query per sequence, paged cache (block 16),
 //            32 / 8 heads, D 128 -> GB/s of K and V read.
 // Times with CUDA events (manual time). Reports an error without a GPU.
@@ -62,7 +63,7 @@ void FillRandomBf16(const DeviceBuffer& buf, size_t n, std::mt19937& rng) {
   }
 }
 
-// range(0): tokens; range(1): attn::PrefillKernel (1 mma.sync, 2 Hopper, 3 Hopper ping-pong).
+// range(0): tokens; range(1): attn::PrefillKernel (see above).
 void BM_PrefillCausal(benchmark::State& state) {
   if (!HaveGpu()) {
     state.SkipWithError("no CUDA device");
@@ -99,7 +100,7 @@ void BM_PrefillCausal(benchmark::State& state) {
       benchmark::Counter(flops * state.iterations() / 1e12, benchmark::Counter::kIsRate);
 }
 void PrefillArgs(benchmark::internal::Benchmark* b) {
-  for (const int kernel : {1, 2, 3}) {
+  for (const int kernel : {1, 2, 3, 4, 5}) {
     b->Args({4096, kernel})->Args({16384, kernel})->Args({65536, kernel});
   }
 }
