@@ -53,19 +53,17 @@ __device__ __forceinline__ void CpAsync16To(uint32_t dst, const void* src, int s
                "r"(src_bytes));
 }
 
-// The n-th work (item x KV head, KV-head-major) of this block, or -1 when that
-// slot is empty (past the end). Blocks take works round by round in zigzag order
-// (block b takes b, then 2G - 1 - b, ...): with works sorted longest first this
-// balances static persistent schedules; with one block per work (G = number of
-// works) it is the identity.
-__device__ __forceinline__ int WorkOf(int n, int num_works) {
-  const int g = static_cast<int>(gridDim.x), b = static_cast<int>(blockIdx.x);
-  const int wk = n * g + ((n & 1) ? g - 1 - b : b);
-  return wk < num_works ? wk : -1;
-}
 #endif  // CPSERVE_ATTN_SM90A
 
-template <int kStages>
+// Works are (item, KV head) pairs, KV-head-major (wk = kvh * num_items + item):
+// blocks running together share K/V in L2. Block b starts with work b; with
+// p.work_counter (persistent launch, one block per SM) it then takes gridDim.x +
+// atomicAdd(counter, 1) until past the end (greedy, longest items first); without,
+// it does one work. The producer's thread 0 fetches each next work and hands it to
+// the other threads through a 2-slot shared-memory queue (mbarriers work_full /
+// work_empty). kQRegs: Q as wgmma A fragments in registers (S = Q K^T register-
+// sourced) instead of shared memory.
+template <int kStages, bool kQRegs>
 __global__ void __launch_bounds__(kThreadsHopper, 1)
     HopperFlashKernel(const Params p, int num_items, int num_works) {
 #if CPSERVE_ATTN_SM90A
@@ -73,6 +71,8 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
   constexpr float kInf = __builtin_huge_valf();
   extern __shared__ unsigned char smem_raw[];
   __shared__ uint64_t bars[4 * kStages];  // full K, full V, empty K, empty V
+  __shared__ uint64_t work_full[2], work_empty[2];
+  __shared__ int work_slot[2];
   uint64_t* full_k = bars;
   uint64_t* full_v = bars + kStages;
   uint64_t* empty_k = bars + 2 * kStages;
@@ -83,7 +83,22 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
     return smem + kQBytes + static_cast<uint32_t>((stage * 2 + kv) * kTileBytes);
   };
   const int tid = threadIdx.x;
-  const int num_rounds = (num_works + gridDim.x - 1) / gridDim.x;
+  // Work of the n-th fetch (n-th work of this block), read by every thread once.
+  auto fetch_work = [&](int n) {
+    const int slot = n & 1;
+    if (tid == 0) {
+      if (n >= 2) MbarWait(work_empty + slot, ((n >> 1) - 1) & 1);
+      work_slot[slot] = n == 0 ? static_cast<int>(blockIdx.x)
+                        : p.work_counter == nullptr
+                            ? num_works
+                            : static_cast<int>(gridDim.x) + atomicAdd(p.work_counter, 1);
+      MbarArrive(work_full + slot);
+    }
+    MbarWait(work_full + slot, (n >> 1) & 1);
+    const int wk = *static_cast<volatile int*>(work_slot + slot);
+    MbarArrive(work_empty + slot);
+    return wk < num_works ? wk : -1;
+  };
   auto num_tiles_of = [](const WorkItem& w) {
     const int n_keys = w.key_end - w.key_begin;
     return n_keys > 0 ? (n_keys + kHopperKeys - 1) / kHopperKeys : 0;
@@ -97,6 +112,10 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
       MbarInit(empty_k + i, 256);
       MbarInit(empty_v + i, 256);
     }
+    for (int i = 0; i < 2; ++i) {
+      MbarInit(work_full + i, 1);
+      MbarInit(work_empty + i, kThreadsHopper);
+    }
     FenceBarrierInit();
   }
   __syncthreads();
@@ -107,9 +126,9 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
     const int c = tid & 15, rb = tid >> 4;  // 16-byte chunk of a key row; first row
     int gt = 0;                             // tiles loaded so far (ring position)
     bool v_pending = false;                 // the last tile's V is not published yet
-    for (int n = 0; n < num_rounds; ++n) {
-      const int wk = WorkOf(n, num_works);
-      if (wk < 0) continue;
+    for (int n = 0;; ++n) {
+      const int wk = fetch_work(n);
+      if (wk < 0) break;
       const WorkItem w = p.items[wk % num_items];
       const SegDesc s = p.segs[w.seg];
       const int kvh = wk / num_items;
@@ -188,16 +207,10 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
       FenceProxyAsync();
       NamedBarrier(1 + cw, 128);
     };
-    int next = -1, next_n = 0;  // next work of this block and its round
-    auto find_next = [&](int from) {
-      next = -1;
-      for (next_n = from; next_n < num_rounds && next < 0; ++next_n) {
-        next = WorkOf(next_n, num_works);
-      }
-    };
-    find_next(0);
+    int n = 0;
+    int next = fetch_work(n++);  // next work of this block, -1: none
     if (next >= 0) {
-      issue_q(next);
+      if constexpr (!kQRegs) issue_q(next);
       finish_q();
     }
     int gt = 0;  // tiles consumed so far (ring position)
@@ -209,7 +222,23 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
       const int rows = s.q_len * p.group;
       const int wg_row0 = w.row0 + cw * 64;
       const int num_tiles = num_tiles_of(w);
-      find_next(next_n);
+
+      // kQRegs: this warp's 16 rows of Q as A fragments, straight from global memory.
+      uint32_t qf[kQRegs ? kD / 16 : 1][4];
+      if constexpr (kQRegs) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const int row = wg_row0 + warp * 16 + g + 8 * i;
+          const bool valid = row < rows;
+          const int j = valid ? row / p.group : 0, h = kvh * p.group + (valid ? row % p.group : 0);
+          const __nv_bfloat16* qrow = p.q + (s.q_start + j) * p.q_tok + h * p.q_head + 2 * tig;
+#pragma unroll
+          for (int kk = 0; kk < kD / 16; ++kk) {
+            qf[kk][i] = valid ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16) : 0u;
+            qf[kk][i + 2] = valid ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16 + 8) : 0u;
+          }
+        }
+      }
 
       int limit[2];
 #pragma unroll
@@ -234,8 +263,12 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
 #pragma unroll
         for (int kk = 0; kk < kD / 16; ++kk) {
           const uint32_t off = (kk >> 2) * kHalfBytes + (kk & 3) * 32;
-          WgmmaSS(sc, SmemDesc(q_smem + cw * 64 * 128 + off, 16, 1024),
-                  SmemDesc(k_smem + off, 16, 1024), kk > 0);
+          if constexpr (kQRegs) {
+            WgmmaRS<0>(sc, qf[kk], SmemDesc(k_smem + off, 16, 1024), kk > 0);
+          } else {
+            WgmmaSS(sc, SmemDesc(q_smem + cw * 64 * 128 + off, 16, 1024),
+                    SmemDesc(k_smem + off, 16, 1024), kk > 0);
+          }
         }
       };
       // O += P V (V tile read MN-major: 64-column halves kHalfBytes apart, 8-key groups
@@ -244,7 +277,7 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
         const uint32_t v_smem = kv_smem((gt + t) % kStages, 1);
 #pragma unroll
         for (int kk = 0; kk < kHopperKeys / 16; ++kk) {
-          WgmmaRS(o, pa[kk], SmemDesc(v_smem + kk * 16 * 128, kHalfBytes, 1024));
+          WgmmaRS<1>(o, pa[kk], SmemDesc(v_smem + kk * 16 * 128, kHalfBytes, 1024), 1);
         }
       };
       // Online softmax of tile t (log2 domain): masks edge tiles, updates m and l,
@@ -334,10 +367,13 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
       }
       gt += num_tiles;
       // The next work's Q loads under this epilogue (every wgmma reading Q is done).
-      NamedBarrier(1 + cw, 128);
-      if (next >= 0) issue_q(next);
+      next = fetch_work(n++);
+      if constexpr (!kQRegs) {
+        NamedBarrier(1 + cw, 128);
+        if (next >= 0) issue_q(next);
+      }
 
-        // Epilogue: normalise, write O (or the split's partial) and the LSE.
+      // Epilogue: normalise, write O (or the split's partial) and the LSE.
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         l[i] = QuadSum(l[i]);
@@ -368,7 +404,9 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
           if (tig == 0) p.part_lse[pr] = lse;
         }
       }
-      if (next >= 0) finish_q();
+      if constexpr (!kQRegs) {
+        if (next >= 0) finish_q();
+      }
     }
   }
 #else
@@ -376,10 +414,10 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
 #endif
 }
 
-template <int kStages>
-cudaError_t Launch(const Params& params, int num_items, bool persistent, cudaStream_t stream) {
+template <int kStages, bool kQRegs>
+cudaError_t Launch(Params params, int num_items, bool persistent, cudaStream_t stream) {
   constexpr int smem = HopperSmemBytes<kStages>();
-  cudaError_t err = cudaFuncSetAttribute(HopperFlashKernel<kStages>,
+  cudaError_t err = cudaFuncSetAttribute(HopperFlashKernel<kStages, kQRegs>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const int num_works = num_items * params.num_kv_heads;
@@ -390,9 +428,12 @@ cudaError_t Launch(const Params& params, int num_items, bool persistent, cudaStr
     err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     if (err != cudaSuccess) return err;
     blocks = std::min(blocks, sms);  // one block per SM (shared memory)
+  } else {
+    params.work_counter = nullptr;
   }
-  HopperFlashKernel<kStages><<<static_cast<unsigned>(blocks), kThreadsHopper, smem, stream>>>(
-      params, num_items, num_works);
+  HopperFlashKernel<kStages, kQRegs>
+      <<<static_cast<unsigned>(blocks), kThreadsHopper, smem, stream>>>(params, num_items,
+                                                                        num_works);
   return cudaGetLastError();
 }
 
@@ -411,14 +452,14 @@ cudaError_t LaunchHopperFlash(const Params& params, int num_items, HopperVariant
                               cudaStream_t stream) {
   switch (variant) {
     case HopperVariant::kPerWork:
-      return Launch<2>(params, num_items, false, stream);
-    case HopperVariant::kPerWork3Stage:
-      return Launch<3>(params, num_items, false, stream);
-    case HopperVariant::kPersistent3Stage:
-      return Launch<3>(params, num_items, true, stream);
+      return Launch<2, false>(params, num_items, false, stream);
+    case HopperVariant::kPersistentQRegs:
+      return Launch<2, true>(params, num_items, true, stream);
+    case HopperVariant::kPerWorkQRegs:
+      return Launch<2, true>(params, num_items, false, stream);
     case HopperVariant::kPersistent:
     default:
-      return Launch<2>(params, num_items, true, stream);
+      return Launch<2, false>(params, num_items, true, stream);
   }
 }
 

@@ -19,10 +19,11 @@ constexpr int kHopperKeys = 128;  // keys per pipeline stage
 bool HopperFlashSupported(int device);
 
 // kPerWork: one block per work (item x KV head), the hardware schedules them;
-// kPersistent: one block per SM, each takes works in zigzag rounds and keeps its
-// K/V ring running across them (the next work's loads overlap this one's end).
-// 2-stage K/V ring, or 3 stages.
-enum class HopperVariant { kPerWork, kPersistent, kPerWork3Stage, kPersistent3Stage };
+// kPersistent: one block per SM taking works from a global counter
+// (Params::work_counter, zeroed before the launch) and keeping its K/V ring
+// running across them. *QRegs: Q in registers (S GEMM register-sourced) instead
+// of shared memory. All with a 2-stage K/V ring.
+enum class HopperVariant { kPerWork, kPersistent, kPerWorkQRegs, kPersistentQRegs };
 
 // Launches the Hopper flash kernel over num_items x Hkv works. Writes O/LSE, or partials for split
 // segments (the combine kernel runs separately). Returns the launch error, if any.

@@ -247,11 +247,13 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
                                        : MakePlan(p, segments, num_sms, kTileRows, kTileKeys);
   if (plan.items.empty()) return absl::OkStatus();
 
-  // One upload: segments | items | split segments | block tables | partial lse | partial O.
+  // One upload: segments | items | split segments | block tables | work counter (0);
+  // then partial lse | partial O.
   const size_t off_items = AlignUp(plan.segs.size() * sizeof(SegDesc));
   const size_t off_split = off_items + AlignUp(plan.items.size() * sizeof(WorkItem));
   const size_t off_tables = off_split + AlignUp(plan.split_segs.size() * sizeof(int));
-  const size_t meta_bytes = off_tables + AlignUp(plan.tables.size() * sizeof(int));
+  const size_t off_counter = off_tables + AlignUp(plan.tables.size() * sizeof(int));
+  const size_t meta_bytes = off_counter + AlignUp(sizeof(int));  // counter uploaded as 0
   const size_t off_part_o = meta_bytes + AlignUp(plan.part_rows * sizeof(float));
   const size_t total_bytes = off_part_o + plan.part_rows * d * sizeof(float);
   std::vector<char> host(meta_bytes, 0);
@@ -301,6 +303,7 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
   params.segs = reinterpret_cast<const SegDesc*>(scratch.get());
   params.items = reinterpret_cast<const WorkItem*>(scratch.get() + off_items);
   params.tables = reinterpret_cast<const int*>(scratch.get() + off_tables);
+  params.work_counter = reinterpret_cast<int*>(scratch.get() + off_counter);
   params.part_lse = reinterpret_cast<float*>(scratch.get() + meta_bytes);
   params.part_o = reinterpret_cast<float*>(scratch.get() + off_part_o);
   const int* split_segs = reinterpret_cast<const int*>(scratch.get() + off_split);

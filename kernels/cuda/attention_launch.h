@@ -44,8 +44,8 @@ enum class PrefillKernel {
   kMmaSync,
   kHopper,
   kHopperPersistent,
-  kHopper3Stage,
-  kHopperPersistent3Stage
+  kHopperQRegs,
+  kHopperPersistentQRegs
 };
 void SetPrefillKernel(PrefillKernel kernel);
 

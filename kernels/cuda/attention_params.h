@@ -68,6 +68,7 @@ struct Params {
   const int* tables;  // concatenated block tables
   float* part_o;      // [partial rows, D] (normalised partial outputs)
   float* part_lse;    // [partial rows] (natural log)
+  int* work_counter;  // zero at launch; the persistent Hopper kernel's work queue
 };
 
 // Launches the flash kernel over `num_items` work items x Hkv, then, when

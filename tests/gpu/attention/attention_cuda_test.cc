@@ -177,8 +177,8 @@ INSTANTIATE_TEST_SUITE_P(Kernels, PrefillKernelTest,
                          ::testing::Values(attn::PrefillKernel::kMmaSync,
                                            attn::PrefillKernel::kHopper,
                                            attn::PrefillKernel::kHopperPersistent,
-                                           attn::PrefillKernel::kHopper3Stage,
-                                           attn::PrefillKernel::kHopperPersistent3Stage),
+                                           attn::PrefillKernel::kHopperQRegs,
+                                           attn::PrefillKernel::kHopperPersistentQRegs),
                          [](const auto& info) {
                            switch (info.param) {
                              case attn::PrefillKernel::kMmaSync:
@@ -187,10 +187,10 @@ INSTANTIATE_TEST_SUITE_P(Kernels, PrefillKernelTest,
                                return std::string("Hopper");
                              case attn::PrefillKernel::kHopperPersistent:
                                return std::string("HopperPersistent");
-                             case attn::PrefillKernel::kHopper3Stage:
-                               return std::string("Hopper3Stage");
-                             case attn::PrefillKernel::kHopperPersistent3Stage:
-                               return std::string("HopperPersistent3Stage");
+                             case attn::PrefillKernel::kHopperQRegs:
+                               return std::string("HopperQRegs");
+                             case attn::PrefillKernel::kHopperPersistentQRegs:
+                               return std::string("HopperPersistentQRegs");
                              default:
                                return std::string("Auto");
                            }
