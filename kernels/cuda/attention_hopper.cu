@@ -61,9 +61,8 @@ __device__ __forceinline__ void CpAsync16To(uint32_t dst, const void* src, int s
 // atomicAdd(counter, 1) until past the end (greedy, longest items first); without,
 // it does one work. The producer's thread 0 fetches each next work and hands it to
 // the other threads through a 2-slot shared-memory queue (mbarriers work_full /
-// work_empty). kQRegs: Q as wgmma A fragments in registers (S = Q K^T register-
-// sourced) instead of shared memory.
-template <int kStages, bool kQRegs>
+// work_empty). kLateRescale: see the consumer's pipeline.
+template <int kStages, bool kLateRescale>
 __global__ void __launch_bounds__(kThreadsHopper, 1)
     HopperFlashKernel(const Params p, int num_items, int num_works) {
 #if CPSERVE_ATTN_SM90A
@@ -210,7 +209,7 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
     int n = 0;
     int next = fetch_work(n++);  // next work of this block, -1: none
     if (next >= 0) {
-      if constexpr (!kQRegs) issue_q(next);
+      issue_q(next);
       finish_q();
     }
     int gt = 0;  // tiles consumed so far (ring position)
@@ -222,23 +221,6 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
       const int rows = s.q_len * p.group;
       const int wg_row0 = w.row0 + cw * 64;
       const int num_tiles = num_tiles_of(w);
-
-      // kQRegs: this warp's 16 rows of Q as A fragments, straight from global memory.
-      uint32_t qf[kQRegs ? kD / 16 : 1][4];
-      if constexpr (kQRegs) {
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int row = wg_row0 + warp * 16 + g + 8 * i;
-          const bool valid = row < rows;
-          const int j = valid ? row / p.group : 0, h = kvh * p.group + (valid ? row % p.group : 0);
-          const __nv_bfloat16* qrow = p.q + (s.q_start + j) * p.q_tok + h * p.q_head + 2 * tig;
-#pragma unroll
-          for (int kk = 0; kk < kD / 16; ++kk) {
-            qf[kk][i] = valid ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16) : 0u;
-            qf[kk][i + 2] = valid ? *reinterpret_cast<const uint32_t*>(qrow + kk * 16 + 8) : 0u;
-          }
-        }
-      }
 
       int limit[2];
 #pragma unroll
@@ -263,12 +245,8 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
 #pragma unroll
         for (int kk = 0; kk < kD / 16; ++kk) {
           const uint32_t off = (kk >> 2) * kHalfBytes + (kk & 3) * 32;
-          if constexpr (kQRegs) {
-            WgmmaRS<0>(sc, qf[kk], SmemDesc(k_smem + off, 16, 1024), kk > 0);
-          } else {
-            WgmmaSS(sc, SmemDesc(q_smem + cw * 64 * 128 + off, 16, 1024),
-                    SmemDesc(k_smem + off, 16, 1024), kk > 0);
-          }
+          WgmmaSS(sc, SmemDesc(q_smem + cw * 64 * 128 + off, 16, 1024),
+                  SmemDesc(k_smem + off, 16, 1024), kk > 0);
         }
       };
       // O += P V (V tile read MN-major: 64-column halves kHalfBytes apart, 8-key groups
@@ -321,7 +299,14 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
       };
 
       // Software pipeline within the warpgroup: S of tile t and PV of tile t - 1 run
-      // on the tensor cores while the softmax of tile t waits only for S.
+      // on the tensor cores while the softmax of tile t waits only for S. kLateRescale
+      // rescales O by tile t's factor after PV of tile t - 1 completes; otherwise it is
+      // rescaled one step later, while S of tile t + 1 runs (shorter critical path).
+      // Warps whose rows all kept their maxima skip the rescale.
+      float alpha[2] = {1.0f, 1.0f};  // pending factor for O
+      auto maybe_rescale_o = [&] {
+        if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) rescale_o(alpha);
+      };
       if (num_tiles > 0) {
         MbarWait(full_k + gt % kStages, (gt / kStages) & 1);
         WgmmaFence();
@@ -330,33 +315,38 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
         WgmmaWait<0>();
         FenceRegs(sc);
         MbarArrive(empty_k + gt % kStages);
-        float alpha[2];
-        softmax(0, alpha);  // O is still zero: no rescale
+        softmax(0, alpha);
+        alpha[0] = alpha[1] = 1.0f;  // O is still zero: no rescale
         pack_p();
       }
       for (int t = 1; t < num_tiles; ++t) {
         const int st = (gt + t) % kStages, pst = (gt + t - 1) % kStages;
         MbarWait(full_k + st, ((gt + t) / kStages) & 1);
-        MbarWait(full_v + pst, ((gt + t - 1) / kStages) & 1);
         WgmmaFence();
         issue_s(t);
         WgmmaCommit();
+        if constexpr (!kLateRescale) maybe_rescale_o();
+        MbarWait(full_v + pst, ((gt + t - 1) / kStages) & 1);
+        WgmmaFence();
         issue_pv(t - 1);
         WgmmaCommit();
         WgmmaWait<1>();  // S of tile t
         FenceRegs(sc);
         MbarArrive(empty_k + st);
-        float alpha[2];
         softmax(t, alpha);
         WgmmaWait<0>();  // PV of tile t - 1
         FenceRegs(o);
         FenceRegs(sc);  // P is packed only now: pa may still be in use until the wait
         MbarArrive(empty_v + pst);
-        rescale_o(alpha);
+        if constexpr (kLateRescale) {
+          maybe_rescale_o();
+          alpha[0] = alpha[1] = 1.0f;
+        }
         pack_p();
       }
       if (num_tiles > 0) {
         const int last = gt + num_tiles - 1;
+        maybe_rescale_o();
         MbarWait(full_v + last % kStages, (last / kStages) & 1);
         WgmmaFence();
         issue_pv(num_tiles - 1);
@@ -368,12 +358,10 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
       gt += num_tiles;
       // The next work's Q loads under this epilogue (every wgmma reading Q is done).
       next = fetch_work(n++);
-      if constexpr (!kQRegs) {
-        NamedBarrier(1 + cw, 128);
-        if (next >= 0) issue_q(next);
-      }
+      NamedBarrier(1 + cw, 128);
+      if (next >= 0) issue_q(next);
 
-      // Epilogue: normalise, write O (or the split's partial) and the LSE.
+        // Epilogue: normalise, write O (or the split's partial) and the LSE.
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         l[i] = QuadSum(l[i]);
@@ -404,9 +392,7 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
           if (tig == 0) p.part_lse[pr] = lse;
         }
       }
-      if constexpr (!kQRegs) {
-        if (next >= 0) finish_q();
-      }
+      if (next >= 0) finish_q();
     }
   }
 #else
@@ -414,10 +400,10 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
 #endif
 }
 
-template <int kStages, bool kQRegs>
+template <int kStages, bool kLateRescale>
 cudaError_t Launch(Params params, int num_items, bool persistent, cudaStream_t stream) {
   constexpr int smem = HopperSmemBytes<kStages>();
-  cudaError_t err = cudaFuncSetAttribute(HopperFlashKernel<kStages, kQRegs>,
+  cudaError_t err = cudaFuncSetAttribute(HopperFlashKernel<kStages, kLateRescale>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
   const int num_works = num_items * params.num_kv_heads;
@@ -431,7 +417,7 @@ cudaError_t Launch(Params params, int num_items, bool persistent, cudaStream_t s
   } else {
     params.work_counter = nullptr;
   }
-  HopperFlashKernel<kStages, kQRegs>
+  HopperFlashKernel<kStages, kLateRescale>
       <<<static_cast<unsigned>(blocks), kThreadsHopper, smem, stream>>>(params, num_items,
                                                                         num_works);
   return cudaGetLastError();
@@ -453,10 +439,10 @@ cudaError_t LaunchHopperFlash(const Params& params, int num_items, HopperVariant
   switch (variant) {
     case HopperVariant::kPerWork:
       return Launch<2, false>(params, num_items, false, stream);
-    case HopperVariant::kPersistentQRegs:
-      return Launch<2, true>(params, num_items, true, stream);
-    case HopperVariant::kPerWorkQRegs:
+    case HopperVariant::kPerWorkLateRescale:
       return Launch<2, true>(params, num_items, false, stream);
+    case HopperVariant::kPersistentLateRescale:
+      return Launch<2, true>(params, num_items, true, stream);
     case HopperVariant::kPersistent:
     default:
       return Launch<2, false>(params, num_items, true, stream);

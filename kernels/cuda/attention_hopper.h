@@ -21,9 +21,9 @@ bool HopperFlashSupported(int device);
 // kPerWork: one block per work (item x KV head), the hardware schedules them;
 // kPersistent: one block per SM taking works from a global counter
 // (Params::work_counter, zeroed before the launch) and keeping its K/V ring
-// running across them. *QRegs: Q in registers (S GEMM register-sourced) instead
-// of shared memory. All with a 2-stage K/V ring.
-enum class HopperVariant { kPerWork, kPersistent, kPerWorkQRegs, kPersistentQRegs };
+// running across them. *LateRescale: the previous pipeline order (O rescaled
+// after the PV GEMM completes instead of under the next S GEMM). 2-stage K/V ring.
+enum class HopperVariant { kPerWork, kPersistent, kPerWorkLateRescale, kPersistentLateRescale };
 
 // Launches the Hopper flash kernel over num_items x Hkv works. Writes O/LSE, or partials for split
 // segments (the combine kernel runs separately). Returns the launch error, if any.

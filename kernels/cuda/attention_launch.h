@@ -44,8 +44,8 @@ enum class PrefillKernel {
   kMmaSync,
   kHopper,
   kHopperPersistent,
-  kHopperQRegs,
-  kHopperPersistentQRegs
+  kHopperLateRescale,
+  kHopperPersistentLateRescale
 };
 void SetPrefillKernel(PrefillKernel kernel);
 

@@ -177,8 +177,8 @@ INSTANTIATE_TEST_SUITE_P(Kernels, PrefillKernelTest,
                          ::testing::Values(attn::PrefillKernel::kMmaSync,
                                            attn::PrefillKernel::kHopper,
                                            attn::PrefillKernel::kHopperPersistent,
-                                           attn::PrefillKernel::kHopperQRegs,
-                                           attn::PrefillKernel::kHopperPersistentQRegs),
+                                           attn::PrefillKernel::kHopperLateRescale,
+                                           attn::PrefillKernel::kHopperPersistentLateRescale),
                          [](const auto& info) {
                            switch (info.param) {
                              case attn::PrefillKernel::kMmaSync:
@@ -187,10 +187,10 @@ INSTANTIATE_TEST_SUITE_P(Kernels, PrefillKernelTest,
                                return std::string("Hopper");
                              case attn::PrefillKernel::kHopperPersistent:
                                return std::string("HopperPersistent");
-                             case attn::PrefillKernel::kHopperQRegs:
-                               return std::string("HopperQRegs");
-                             case attn::PrefillKernel::kHopperPersistentQRegs:
-                               return std::string("HopperPersistentQRegs");
+                             case attn::PrefillKernel::kHopperLateRescale:
+                               return std::string("HopperLateRescale");
+                             case attn::PrefillKernel::kHopperPersistentLateRescale:
+                               return std::string("HopperPersistentLateRescale");
                              default:
                                return std::string("Auto");
                            }
