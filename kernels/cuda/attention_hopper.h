@@ -21,12 +21,12 @@ bool HopperFlashSupported(int device);
 // kPerWork: one block per work (item x KV head), the hardware schedules them;
 // kPersistent: one block per SM taking works from a global counter
 // (Params::work_counter, zeroed before the launch) and keeping its K/V ring
-// running across them. *LateRescale: the previous pipeline order (O rescaled
-// after the PV GEMM completes instead of under the next S GEMM). 2-stage K/V ring.
-enum class HopperVariant { kPerWork, kPersistent, kPerWorkLateRescale, kPersistentLateRescale };
+// running across them (measured 0-2% faster). 2-stage K/V ring.
+enum class HopperVariant { kPerWork, kPersistent };
 
-// Launches the Hopper flash kernel over num_items x Hkv works. Writes O/LSE, or partials for split
-// segments (the combine kernel runs separately). Returns the launch error, if any.
+// Launches the Hopper flash kernel over num_items x Hkv works. Writes O/LSE, or
+// partials for split segments (the combine kernel runs separately). Returns the
+// launch error, if any.
 cudaError_t LaunchHopperFlash(const Params& params, int num_items, HopperVariant variant,
                               cudaStream_t stream);
 

@@ -44,8 +44,6 @@ enum class PrefillKernel {
   kMmaSync,
   kHopper,
   kHopperPersistent,
-  kHopperLateRescale,
-  kHopperPersistentLateRescale
 };
 void SetPrefillKernel(PrefillKernel kernel);
 

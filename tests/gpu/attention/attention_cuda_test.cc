@@ -176,9 +176,7 @@ TEST_P(PrefillKernelTest, SplitFewQueriesLongContext) {
 INSTANTIATE_TEST_SUITE_P(Kernels, PrefillKernelTest,
                          ::testing::Values(attn::PrefillKernel::kMmaSync,
                                            attn::PrefillKernel::kHopper,
-                                           attn::PrefillKernel::kHopperPersistent,
-                                           attn::PrefillKernel::kHopperLateRescale,
-                                           attn::PrefillKernel::kHopperPersistentLateRescale),
+                                           attn::PrefillKernel::kHopperPersistent),
                          [](const auto& info) {
                            switch (info.param) {
                              case attn::PrefillKernel::kMmaSync:
@@ -187,10 +185,6 @@ INSTANTIATE_TEST_SUITE_P(Kernels, PrefillKernelTest,
                                return std::string("Hopper");
                              case attn::PrefillKernel::kHopperPersistent:
                                return std::string("HopperPersistent");
-                             case attn::PrefillKernel::kHopperLateRescale:
-                               return std::string("HopperLateRescale");
-                             case attn::PrefillKernel::kHopperPersistentLateRescale:
-                               return std::string("HopperPersistentLateRescale");
                              default:
                                return std::string("Auto");
                            }
