@@ -5,12 +5,14 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/attention_hopper.h"
 #include "kernels/cuda/attention_params.h"
 #include "kernels/status_macros.h"
 
@@ -19,6 +21,8 @@ namespace {
 
 constexpr int64_t kMinKeysPerSplit = 256;
 constexpr int kMaxSplits = 64;
+
+std::atomic<PrefillKernel> g_prefill_kernel{PrefillKernel::kAuto};
 
 absl::Status CudaError(cudaError_t err, const char* op, const char* what) {
   return absl::InternalError(absl::StrCat(op, ": ", what, ": ", cudaGetErrorName(err), " (",
@@ -132,13 +136,15 @@ struct Plan {
   int max_combine_rows = 0;
 };
 
-Plan MakePlan(const Problem& p, absl::Span<const Segment> segments, int num_sms) {
+// Work items of `tile_rows` rows; key splits in multiples of `tile_keys`.
+Plan MakePlan(const Problem& p, absl::Span<const Segment> segments, int num_sms, int tile_rows,
+              int tile_keys) {
   Plan plan;
   const int group = static_cast<int>(p.q.dim(1) / p.num_kv_heads);
   // Blocks without splitting; split keys when they would not fill the GPU.
   int64_t base_blocks = 0;
   for (const Segment& s : segments) {
-    base_blocks += (s.q_len * group + kTileRows - 1) / kTileRows * p.num_kv_heads;
+    base_blocks += (s.q_len * group + tile_rows - 1) / tile_rows * p.num_kv_heads;
   }
   const int64_t target = 4 * static_cast<int64_t>(num_sms);
   const int64_t want_splits =
@@ -157,7 +163,7 @@ Plan MakePlan(const Problem& p, absl::Span<const Segment> segments, int num_sms)
     int splits = static_cast<int>(std::clamp<int64_t>(
         std::min<int64_t>(want_splits, total / kMinKeysPerSplit), 1, kMaxSplits));
     int64_t chunk = (total + splits - 1) / std::max(splits, 1);
-    chunk = std::max<int64_t>(kTileKeys, (chunk + kTileKeys - 1) / kTileKeys * kTileKeys);
+    chunk = std::max<int64_t>(tile_keys, (chunk + tile_keys - 1) / tile_keys * tile_keys);
     splits = std::max<int>(1, static_cast<int>((total + chunk - 1) / chunk));
     d.num_splits = splits;
     const int rows = d.q_len * group;
@@ -173,8 +179,8 @@ Plan MakePlan(const Problem& p, absl::Span<const Segment> segments, int num_sms)
     }
     const int seg = static_cast<int>(plan.segs.size());
     plan.segs.push_back(d);
-    for (int row0 = 0; row0 < rows; row0 += kTileRows) {
-      const int j_max = (std::min(row0 + kTileRows, rows) - 1) / group;
+    for (int row0 = 0; row0 < rows; row0 += tile_rows) {
+      const int j_max = (std::min(row0 + tile_rows, rows) - 1) / group;
       const int key_hi = std::clamp(d.limit0 + j_max + 1, 0, total);  // keys this tile may see
       for (int sp = 0; sp < splits; ++sp) {
         const int kb = static_cast<int>(sp * chunk);
@@ -211,6 +217,10 @@ size_t AlignUp(size_t n) { return (n + 255) / 256 * 256; }
 
 }  // namespace
 
+void SetPrefillKernel(PrefillKernel kernel) {
+  g_prefill_kernel.store(kernel, std::memory_order_relaxed);
+}
+
 absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
                           cudaStream_t stream) {
   int device = 0;
@@ -220,15 +230,30 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
   int num_sms = 0;
   err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
   if (err != cudaSuccess) return CudaError(err, p.op, "device attribute");
-  const Plan plan = MakePlan(p, segments, num_sms);
-  if (plan.items.empty()) return absl::OkStatus();
   const int64_t d = p.q.dim(2);
+  const double scale = p.scale != 0.0f ? p.scale : 1.0 / std::sqrt(static_cast<double>(d));
+  // Hopper kernel: prefill, head dim 128, sm_90, q rows 16-byte aligned (cp.async),
+  // positive scale (it takes row maxima of unscaled scores).
+  const PrefillKernel choice = g_prefill_kernel.load(std::memory_order_relaxed);
+  int hopper_variant = 0;  // LaunchAttentionKernels' numbering
+  if (p.k.defined() && d == kHopperHeadDim && choice != PrefillKernel::kMmaSync && scale > 0 &&
+      Aligned(p.q.raw(), 16) && p.q.stride(0) % 8 == 0 && p.q.stride(1) % 8 == 0 &&
+      HopperFlashSupported(device)) {
+    hopper_variant = choice == PrefillKernel::kAuto
+                         ? 2  // HopperVariant::kPersistent
+                         : static_cast<int>(choice) - static_cast<int>(PrefillKernel::kHopper) + 1;
+  }
+  const Plan plan = hopper_variant > 0 ? MakePlan(p, segments, num_sms, kHopperRows, kHopperKeys)
+                                       : MakePlan(p, segments, num_sms, kTileRows, kTileKeys);
+  if (plan.items.empty()) return absl::OkStatus();
 
-  // One upload: segments | items | split segments | block tables | partial lse | partial O.
+  // One upload: segments | items | split segments | block tables | work counter (0);
+  // then partial lse | partial O.
   const size_t off_items = AlignUp(plan.segs.size() * sizeof(SegDesc));
   const size_t off_split = off_items + AlignUp(plan.items.size() * sizeof(WorkItem));
   const size_t off_tables = off_split + AlignUp(plan.split_segs.size() * sizeof(int));
-  const size_t meta_bytes = off_tables + AlignUp(plan.tables.size() * sizeof(int));
+  const size_t off_counter = off_tables + AlignUp(plan.tables.size() * sizeof(int));
+  const size_t meta_bytes = off_counter + AlignUp(sizeof(int));  // counter uploaded as 0
   const size_t off_part_o = meta_bytes + AlignUp(plan.part_rows * sizeof(float));
   const size_t total_bytes = off_part_o + plan.part_rows * d * sizeof(float);
   std::vector<char> host(meta_bytes, 0);
@@ -274,18 +299,18 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
   }
   params.group = static_cast<int>(p.q.dim(1) / p.num_kv_heads);
   params.num_kv_heads = static_cast<int>(p.num_kv_heads);
-  const double scale = p.scale != 0.0f ? p.scale : 1.0 / std::sqrt(static_cast<double>(d));
   params.scale_log2 = static_cast<float>(scale * 1.4426950408889634);
   params.segs = reinterpret_cast<const SegDesc*>(scratch.get());
   params.items = reinterpret_cast<const WorkItem*>(scratch.get() + off_items);
   params.tables = reinterpret_cast<const int*>(scratch.get() + off_tables);
+  params.work_counter = reinterpret_cast<int*>(scratch.get() + off_counter);
   params.part_lse = reinterpret_cast<float*>(scratch.get() + meta_bytes);
   params.part_o = reinterpret_cast<float*>(scratch.get() + off_part_o);
   const int* split_segs = reinterpret_cast<const int*>(scratch.get() + off_split);
 
   err = LaunchAttentionKernels(static_cast<int>(d), params, static_cast<int>(plan.items.size()),
                                static_cast<int>(plan.split_segs.size()), plan.max_combine_rows,
-                               split_segs, stream);
+                               split_segs, hopper_variant, stream);
   if (err != cudaSuccess) return CudaError(err, p.op, "kernel launch");
   return absl::OkStatus();
 }

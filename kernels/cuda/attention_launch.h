@@ -34,6 +34,19 @@ struct Problem {
   bool causal = false;
 };
 
+// Which kernel runs prefill attention (dense keys given) with head dim 128 on a
+// compute capability 9.0 device; paged attention, other head dims and other
+// devices always run the mma.sync kernel. kAuto = kHopperPersistent. The Hopper
+// kinds are attn::HopperVariant's (attention_hopper.h), in that order.
+// Process-wide, for tests and benchmarks that compare the kernels.
+enum class PrefillKernel {
+  kAuto,
+  kMmaSync,
+  kHopper,
+  kHopperPersistent,
+};
+void SetPrefillKernel(PrefillKernel kernel);
+
 // Validates everything (writes nothing on error), uploads the plan and launches.
 absl::Status RunAttention(const Problem& problem, absl::Span<const Segment> segments,
                           cudaStream_t stream);

@@ -68,14 +68,18 @@ struct Params {
   const int* tables;  // concatenated block tables
   float* part_o;      // [partial rows, D] (normalised partial outputs)
   float* part_lse;    // [partial rows] (natural log)
+  int* work_counter;  // zero at launch; the persistent Hopper kernel's work queue
 };
 
 // Launches the flash kernel over `num_items` work items x Hkv, then, when
 // num_split_segs > 0, the combine kernel over the listed segments (device array
 // split_segs, max_combine_rows = largest q_len * Hq among them). Head dim 32, 64 or
-// 128 (cudaErrorInvalidValue otherwise). Returns the launch error, if any.
+// 128 (cudaErrorInvalidValue otherwise). `hopper_variant` > 0 runs the Hopper
+// kernel, variant HopperVariant(hopper_variant - 1) (attention_hopper.h; head dim 128, items of
+// kHopperRows rows), 0 the mma.sync kernel (items of kTileRows rows). Returns the
+// launch error, if any.
 cudaError_t LaunchAttentionKernels(int head_dim, const Params& params, int num_items,
                                    int num_split_segs, int max_combine_rows, const int* split_segs,
-                                   cudaStream_t stream);
+                                   int hopper_variant, cudaStream_t stream);
 
 }  // namespace cpserve::cuda::attn

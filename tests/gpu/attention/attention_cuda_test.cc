@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/attention_launch.h"
 #include "tests/gpu/attention/attention_gpu_util.h"
 
 namespace cpserve::cuda::testing {
@@ -124,6 +125,70 @@ TEST(PrefillSplit, LongContextFewQueries) {
   Finish(c);
   ExpectClose(c, RunCase(c));
 }
+
+// Head dim 128 prefill under each prefill kernel (the Hopper kernel runs on
+// compute capability 9.0 only; elsewhere these fall back to the mma.sync kernel):
+// ragged segments with context and odd sizes, several 128-row tiles and K/V
+// pipeline wrap-arounds (32 query / 8 KV heads, ~700 keys), and a key split.
+class PrefillKernelTest : public ::testing::TestWithParam<attn::PrefillKernel> {
+ protected:
+  void TearDown() override { attn::SetPrefillKernel(attn::PrefillKernel::kAuto); }
+};
+
+TEST_P(PrefillKernelTest, RaggedGqa4) {
+  SKIP_WITHOUT_GPU();
+  attn::SetPrefillKernel(GetParam());
+  for (const bool causal : {true, false}) {
+    CaseSpec c = Base(8, 2, 128);
+    c.causal = causal;
+    c.segs = {{0, 37, 0, 37, 0},      {37, 100, 37, 100, 75}, {137, 1, 137, 1, 130},
+              {138, 17, 0, 60, 0},    {155, 20, 138, 5, 0},   {175, 3, 143, 0, 0},
+              {180, 65, 143, 65, 33}, {245, 33, 208, 33, 129}};
+    Finish(c, 4);
+    c.seed = 77 + causal;
+    SCOPED_TRACE(causal ? "causal" : "full");
+    ExpectClose(c, RunCase(c));
+  }
+}
+
+TEST_P(PrefillKernelTest, LongGqa8Heads32) {
+  SKIP_WITHOUT_GPU();
+  attn::SetPrefillKernel(GetParam());
+  CaseSpec c = Base(32, 8, 128);
+  c.block_size = 16;
+  c.q_sigma = 1.5f;
+  c.segs = {{0, 300, 0, 300, 395}, {300, 261, 300, 261, 0}};
+  Finish(c);
+  ExpectClose(c, RunCase(c));
+}
+
+TEST_P(PrefillKernelTest, SplitFewQueriesLongContext) {
+  SKIP_WITHOUT_GPU();
+  attn::SetPrefillKernel(GetParam());
+  CaseSpec c = Base(4, 1, 128);
+  c.block_size = 32;
+  c.scale = 0.15f;
+  c.segs = {{0, 3, 0, 3, 2500}};
+  Finish(c);
+  ExpectClose(c, RunCase(c));
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, PrefillKernelTest,
+                         ::testing::Values(attn::PrefillKernel::kMmaSync,
+                                           attn::PrefillKernel::kHopper,
+                                           attn::PrefillKernel::kHopperPersistent),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case attn::PrefillKernel::kMmaSync:
+                               return std::string("MmaSync");
+                             case attn::PrefillKernel::kHopper:
+                               return std::string("Hopper");
+                             case attn::PrefillKernel::kHopperPersistent:
+                               return std::string("HopperPersistent");
+                             default:
+                               return std::string("Auto");
+                           }
+                         });
 
 class PagedTest : public ::testing::TestWithParam<std::tuple<int, int>> {};
 

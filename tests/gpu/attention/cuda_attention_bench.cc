@@ -1,6 +1,9 @@
 // Micro-benchmark of the CUDA attention kernels (run on a GPU machine):
-//   prefill: one causal sequence, 32 query / 8 KV heads, head dim 128 -> TFLOP/s
-//            (4 * T^2 / 2 * D * Hq flops, the FlashAttention convention for causal);
+//   prefill: one causal sequence of 4k / 16k / 64k tokens, 32 query / 8 KV heads,
+//            head dim 128 -> TFLOP/s (4 * T^2 / 2 * D * Hq flops, the FlashAttention
+//            convention for causal), per prefill kernel (kernel = attn::PrefillKernel: 1
+//            mma.sync, 2 Hopper, 3 Hopper persistent;
+//            on non-sm_90 devices all run mma.sync);
 //   decode:  batch x context, one query per sequence, paged cache (block 16),
 //            32 / 8 heads, D 128 -> GB/s of K and V read.
 // Times with CUDA events (manual time). Reports an error without a GPU.
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cuda/attention_cuda.h"
+#include "kernels/cuda/attention_launch.h"
 #include "tests/gpu/attention/attention_gpu_util.h"
 
 namespace cpserve::cuda::testing {
@@ -20,16 +24,20 @@ namespace {
 
 constexpr int64_t kHq = 32, kHkv = 8, kD = 128, kBlock = 16;
 
-// Times `fn` (which queues work on `stream`) with events; one iteration per call.
+// Times `fn` (which queues work on `stream`) with events: `calls` back-to-back
+// calls per iteration (so the host's per-call planning and metadata upload overlap
+// the previous call's kernels, as in a model's layer loop), after 3 warm-up calls.
 template <typename Fn>
-void TimeLoop(benchmark::State& state, cudaStream_t stream, Fn fn) {
+void TimeLoop(benchmark::State& state, cudaStream_t stream, Fn fn, int calls = 1) {
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
   for (int i = 0; i < 3; ++i) fn().IgnoreError();  // warm up
+  cudaStreamSynchronize(stream);
   for (auto _ : state) {
     cudaEventRecord(start, stream);
-    const absl::Status s = fn();
+    absl::Status s;
+    for (int i = 0; i < calls && s.ok(); ++i) s = fn();
     cudaEventRecord(stop, stream);
     cudaEventSynchronize(stop);
     if (!s.ok()) {
@@ -38,26 +46,39 @@ void TimeLoop(benchmark::State& state, cudaStream_t stream, Fn fn) {
     }
     float ms = 0.0f;
     cudaEventElapsedTime(&ms, start, stop);
-    state.SetIterationTime(ms / 1e3);
+    state.SetIterationTime(ms / 1e3 / calls);
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
 }
 
+// Fills a device buffer with `n` bf16 values: one random block of up to 1M values,
+// repeated (fast setup at 64k tokens; timings do not depend on the values).
+void FillRandomBf16(const DeviceBuffer& buf, size_t n, std::mt19937& rng) {
+  const Bf16Data block = RandomBf16(std::min<size_t>(n, size_t{1} << 20), 1.0f, rng);
+  char* dst = static_cast<char*>(buf.get());
+  for (size_t off = 0; off < n; off += block.bits.size()) {
+    const size_t count = std::min(block.bits.size(), n - off);
+    cudaMemcpy(dst + off * 2, block.bits.data(), count * 2, cudaMemcpyHostToDevice);
+  }
+}
+
+// range(0): tokens; range(1): attn::PrefillKernel (see above).
 void BM_PrefillCausal(benchmark::State& state) {
   if (!HaveGpu()) {
     state.SkipWithError("no CUDA device");
     return;
   }
   const int64_t t = state.range(0);
+  attn::SetPrefillKernel(static_cast<attn::PrefillKernel>(state.range(1)));
   const Device dev = Device::CUDA(0);
   std::mt19937 rng(1);
-  const Bf16Data qd = RandomBf16(static_cast<size_t>(t * kHq * kD), 1.0f, rng);
-  const Bf16Data kvd = RandomBf16(static_cast<size_t>(t * 2 * kHkv * kD), 1.0f, rng);
-  DeviceBuffer q(qd.bits.size() * 2), kv(kvd.bits.size() * 2), o(qd.bits.size() * 2),
+  const size_t q_elems = static_cast<size_t>(t * kHq * kD);
+  const size_t kv_elems = static_cast<size_t>(t * 2 * kHkv * kD);
+  DeviceBuffer q(q_elems * 2), kv(kv_elems * 2), o(q_elems * 2),
       lse(static_cast<size_t>(t * kHq) * 4);
-  q.Upload(qd.bits.data(), qd.bits.size() * 2);
-  kv.Upload(kvd.bits.data(), kvd.bits.size() * 2);
+  FillRandomBf16(q, q_elems, rng);
+  FillRandomBf16(kv, kv_elems, rng);
   Tensor tq = Tensor::Borrow(q.get(), {t, kHq, kD}, DType::kBF16, dev);
   Tensor tkv = Tensor::Borrow(kv.get(), {t, 2 * kHkv, kD}, DType::kBF16, dev);
   Tensor to = Tensor::Borrow(o.get(), {t, kHq, kD}, DType::kBF16, dev);
@@ -65,16 +86,30 @@ void BM_PrefillCausal(benchmark::State& state) {
   const PrefillSegment seg{0, t, 0, t, 0, {}};
   cudaStream_t stream;
   cudaStreamCreate(&stream);
-  TimeLoop(state, stream, [&] {
-    return PrefillAttentionCuda(tq, tkv.Slice(1, 0, kHkv), tkv.Slice(1, kHkv, 2 * kHkv), {&seg, 1},
-                                nullptr, 0, {}, to, tl, stream);
-  });
+  TimeLoop(
+      state, stream,
+      [&] {
+        return PrefillAttentionCuda(tq, tkv.Slice(1, 0, kHkv), tkv.Slice(1, kHkv, 2 * kHkv),
+                                    {&seg, 1}, nullptr, 0, {}, to, tl, stream);
+      },
+      /*calls=*/4);
   cudaStreamDestroy(stream);
+  attn::SetPrefillKernel(attn::PrefillKernel::kAuto);
   const double flops = 4.0 * static_cast<double>(t) * t / 2 * kD * kHq;
   state.counters["TFLOP/s"] =
       benchmark::Counter(flops * state.iterations() / 1e12, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_PrefillCausal)->Arg(4096)->Arg(16384)->UseManualTime()->Unit(benchmark::kMillisecond);
+void PrefillArgs(benchmark::internal::Benchmark* b) {
+  for (const int kernel : {1, 2, 3}) {
+    b->Args({4096, kernel})->Args({16384, kernel})->Args({65536, kernel});
+  }
+}
+BENCHMARK(BM_PrefillCausal)
+    ->Apply(PrefillArgs)
+    ->ArgNames({"T", "kernel"})
+    ->MinTime(0.5)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
 void BM_Decode(benchmark::State& state) {
   if (!HaveGpu()) {
