@@ -350,13 +350,27 @@ def check_fp32(args, d, prompts, hf_device, rows, torch, transformers):
         e_pre = rel_err(r["prefill"], tf[:T], torch)
         e_step = rel_err(r["steps"], tf[T - 1:T - 1 + len(r["tokens"])], torch)
         absmax = float((r["prefill"].double() - tf[:T].double()).abs().max().item())
-        same = r["tokens"] == want
+        n = common_prefix(r["tokens"], want)
+        same = n == args.steps == len(r["tokens"])
+        note = ""
+        if not same and n < len(r["tokens"]):
+            # Identical prefixes up to step n, so row T-1+n of the teacher-forced logits is
+            # transformers' own row for that step: a gap between its choice and cpserve's
+            # below the tolerance is a near-tie that fp32 summation order may break.
+            row = tf[T - 1 + n]
+            gap = float((row[want[n]] - row[r["tokens"][n]]).item())
+            scale = float(row.abs().max().item())
+            if gap <= FP32_TOL * scale:
+                same = True
+                note = f"step {n}: near-tie (gap {gap:.2e} <= tol x scale), later steps not compared"
+            else:
+                note = f"step {n}: cpserve {r['tokens'][n]} vs transformers {want[n]}, gap {gap:.2e}"
         ok = same and len(r["tokens"]) == args.steps and e_pre <= FP32_TOL and e_step <= FP32_TOL
         ok_all &= ok
         rows.append({"check": "fp32 cpu-engine vs hf-fp32", "prompt": i, "prompt_len": T,
-                     "greedy_match": f"{common_prefix(r['tokens'], want)}/{args.steps}",
+                     "greedy_match": f"{n}/{args.steps}",
                      "prefill_rel_err": e_pre, "step_rel_err": e_step, "prefill_abs_err": absmax,
-                     "tolerance": FP32_TOL, "pass": ok})
+                     "tolerance": FP32_TOL, "pass": ok, "note": note})
     return ok_all
 
 
@@ -445,7 +459,7 @@ def fmt(v):
 
 def print_table(rows):
     cols = ["check", "prompt", "prompt_len", "greedy_match", "prefill_rel_err", "step_rel_err",
-            "hf_bf16_rel_err", "tolerance", "path", "ranks", "pass"]
+            "hf_bf16_rel_err", "tolerance", "path", "ranks", "pass", "note", "error"]
     cols = [c for c in cols if any(c in r for r in rows)]
     cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]

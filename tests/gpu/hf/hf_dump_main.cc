@@ -5,7 +5,8 @@
 //     PREFIX.json: {"device", "compute_dtype", "vocab_size", "steps", "bin", "results": [
 //       {"prompt_len", "tokens", "finish", "prefill_offset", "prefill_rows",
 //        "step_offset", "step_rows"}]}  (offsets and sizes in floats; rows of vocab_size).
-//     cpu runs fp32 (weights widened), cuda runs bf16 (the CUDA backend's compute dtype).
+//     compute_dtype is DTypeName (e.g. "float32"). cpu runs fp32 (weights widened), cuda runs bf16
+//     (the CUDA backend's compute dtype).
 //   cpserve_hf_dump tokenizer --vocab_size=N --out=DIR
 //     Writes the built-in model's synthetic tokenizer for N ids as DIR/tokenizer.json and
 //     DIR/tokenizer_config.json (bos 256, eos 257, pad 258).

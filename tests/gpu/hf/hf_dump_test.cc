@@ -58,7 +58,7 @@ TEST_F(HfDumpTest, PromptLogitsAgreeWithTheEngine) {
   ASSERT_EQ(got->size(), prompts.size());
   for (const PromptResult& r : *got) {
     const int64_t T = static_cast<int64_t>(r.prompt.size());
-    SCOPED_TRACE(testing::Message() << "prompt of " << T);
+    SCOPED_TRACE(::testing::Message() << "prompt of " << T);
     EXPECT_EQ(r.finish, "length");
     ASSERT_EQ(r.tokens.size(), 6u);
     ASSERT_EQ(static_cast<int64_t>(r.prefill_logits.size()), T * V);
@@ -103,7 +103,7 @@ TEST_F(HfDumpTest, BinaryWritesWhatTheScriptReads) {
   ASSERT_TRUE(header.ok()) << header.status();
   const nlohmann::json h = nlohmann::json::parse(*header);
   EXPECT_EQ(h["device"], "cpu");
-  EXPECT_EQ(h["compute_dtype"], "f32");
+  EXPECT_EQ(h["compute_dtype"], "float32");
   const int64_t V = h["vocab_size"];
   ASSERT_EQ(h["results"].size(), 2u);
   int64_t floats = 0;

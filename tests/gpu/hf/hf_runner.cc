@@ -1,5 +1,6 @@
 #include "tests/gpu/hf/hf_runner.h"
 
+#include <algorithm>
 #include <memory>
 #include <numeric>
 
