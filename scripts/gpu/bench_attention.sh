@@ -5,7 +5,10 @@
 #   scripts/gpu/bench_attention.sh [--bin DIR] [--build-dir DIR] [--skip-tests] [--quick]
 #
 #   --bin DIR        prebuilt binaries (cpserve_attention_sweep, cuda_attention_test) in DIR,
-#                    e.g. a bundle made by bundle-runtime.sh (source its env.sh first);
+#                    e.g. bin/ of a bundle made by bundle-runtime.sh: its env.sh (DIR/../env.sh)
+#                    is sourced for our binaries only. Do not source it for this script:
+#                    it puts the system's CUDA/cuDNN libraries ahead of PyTorch's own
+#                    (PyTorch then refuses the older cuDNN or silently avoids it);
 #                    also $CPSERVE_BENCH_BIN. Without it the script builds them with CMake
 #                    (needs the build dependencies and nvcc) in --build-dir (default build-gpu).
 #   --skip-tests     do not run the GPU attention tests first
@@ -31,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     --build-dir) build_dir=$2; shift 2 ;;
     --skip-tests) run_tests=0; shift ;;
     --quick) prefill_sizes=4096,16384; batches=1,64; contexts=4096,131072; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "bench_attention: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -52,6 +55,11 @@ else
   sweep=$bin/cpserve_attention_sweep
   test_bin=$bin/cuda_attention_test
 fi
+# Our binaries run with the bundle's environment when there is one; Python without it.
+tool_env=${bin:+$bin/../env.sh}
+run_tool() {
+  if [[ -n $tool_env && -f $tool_env ]]; then (source "$tool_env" && exec "$@"); else "$@"; fi
+}
 [[ -x $sweep ]] || { echo "bench_attention: missing $sweep" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/bench-attention.XXXXXX)
@@ -60,7 +68,7 @@ tests_ok=1
 if [[ $run_tests == 1 ]]; then
   if [[ -x $test_bin ]]; then
     echo "== check: $(basename "$test_bin")"
-    if "$test_bin" >"$work/tests.log" 2>&1; then
+    if run_tool timeout "${CPSERVE_TEST_TIMEOUT:-300}" "$test_bin" >"$work/tests.log" 2>&1; then
       tests_line="PASS ($(grep -E '^\[  PASSED  \]' "$work/tests.log" | head -1 | sed 's/\[  PASSED  \] //'))"
     else
       tests_ok=0
@@ -77,8 +85,8 @@ if [[ $run_tests == 1 ]]; then
 fi
 
 echo "== time: cpserve_attention_sweep"
-"$sweep" prefill "$prefill_sizes" >"$work/ours.jsonl"
-"$sweep" decode "$batches" "$contexts" >>"$work/ours.jsonl"
+run_tool "$sweep" prefill "$prefill_sizes" >"$work/ours.jsonl"
+run_tool "$sweep" decode "$batches" "$contexts" >>"$work/ours.jsonl"
 cat "$work/ours.jsonl"
 [[ -n ${OUT:-} ]] && cp "$work/ours.jsonl" "$OUT/attention_sweep.jsonl"
 

@@ -70,6 +70,10 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bin", default=os.environ.get("CPSERVE_BIN", ""),
                    help="folder with cpserve_hf_dump (and cpserve for --router/--up); default: PATH")
+    p.add_argument("--tool_env", default="",
+                   help="shell file sourced for cpserve's binaries only (default: BIN/../env.sh of a "
+                        "bundle-runtime.sh bundle, if there). Do not source a bundle's env.sh for "
+                        "this script: it puts the system's CUDA/cuDNN ahead of PyTorch's own")
     p.add_argument("--work", default="/tmp/cpserve-hf-check", help="scratch folder (models, dumps)")
     p.add_argument("--variants", default="fp32,bf16", help="comma list of fp32, bf16")
     p.add_argument("--steps", type=int, default=40, help="greedy steps per prompt (>= 32)")
@@ -109,6 +113,16 @@ def tool(args, name):
     if not found:
         sys.exit(f"hf_check: cannot find {name} (give --bin)")
     return found
+
+
+def with_env(args, argv):
+    """argv run under args.tool_env (a bundle's env.sh) when there is one."""
+    env = args.tool_env
+    if not env and args.bin and os.path.exists(os.path.join(args.bin, "..", "env.sh")):
+        env = os.path.join(args.bin, "..", "env.sh")
+    if not env:
+        return argv
+    return ["bash", "-c", 'source "$0" && exec "$@"', env] + argv
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,8 +168,9 @@ def save_variants(args, model, torch, variants):
         shutil.rmtree(d, ignore_errors=True)
         m = model if v == "fp32" else copy.deepcopy(model).to(torch.bfloat16)
         m.save_pretrained(d, safe_serialization=True)
-        r = subprocess.run([tool(args, "cpserve_hf_dump"), "tokenizer", f"--vocab_size={args.vocab}",
-                            f"--out={d}"], capture_output=True, text=True)
+        r = subprocess.run(with_env(args, [tool(args, "cpserve_hf_dump"), "tokenizer",
+                                           f"--vocab_size={args.vocab}", f"--out={d}"]),
+                           capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"hf_check: cpserve_hf_dump tokenizer failed: {r.stderr}")
         dirs[v] = d
@@ -191,7 +206,15 @@ def load_hf(d, dtype, impl, device, torch, transformers):
         m = transformers.LlamaForCausalLM.from_pretrained(d, dtype=dtype, attn_implementation=impl)
     except TypeError:
         m = transformers.LlamaForCausalLM.from_pretrained(d, torch_dtype=dtype, attn_implementation=impl)
-    return m.to(dtype).to(device).eval()
+    # No m.to(dtype): it would also round the fp32 RoPE inverse frequencies (a buffer) to
+    # bf16, which wrecks long-context logits; from_pretrained(dtype=...) keeps them fp32.
+    got = next(m.parameters()).dtype
+    if got != dtype:
+        raise RuntimeError(f"from_pretrained gave {got}, wanted {dtype}")
+    for name, buf in m.named_buffers():
+        if name.endswith("inv_freq") and buf.dtype != torch.float32:
+            log(f"  note: transformers keeps {name} in {buf.dtype}")
+    return m.to(device).eval()
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,7 +270,7 @@ def cpserve_dump(args, d, device, prompts, torch):
            f"--prompts={pfile}", f"--steps={args.steps}", f"--max_batch_tokens={args.max_batch_tokens}",
            f"--out={prefix}"]
     t0 = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(with_env(args, cmd), capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
     with open(prefix + ".json") as f:
@@ -274,7 +297,7 @@ def generate_via_router(args, text, addr):
     else:
         cmd = [tool(args, "cpserve"), "generate", f"--address={addr}", "--json", "--temperature=0",
                f"--max_tokens={args.steps}", "--timeout_ms=240000", "--prompt=-"]
-        r = subprocess.run(cmd, input=text, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(with_env(args, cmd), input=text, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise RuntimeError(f"cpserve generate failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
     tokens, finish, usage, timings = [], None, {}, {}
@@ -300,7 +323,7 @@ class Cluster:
         log(f"  starting: {' '.join(cmd)}")
         self.out_path = os.path.join(args.work, "cpserve-up.log")
         self.out = open(self.out_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(with_env(args, cmd), stdout=self.out, stderr=subprocess.STDOUT, text=True)
         self.address = None
         deadline = time.time() + 180
         while time.time() < deadline and self.proc.poll() is None:
@@ -409,8 +432,9 @@ def check_router(args, d, hf_device, rows, torch, transformers):
     with open(tfile, "w") as f:
         json.dump({"texts": PROMPT_TEXTS}, f)
     ofile = os.path.join(args.work, "text-ids.json")
-    r = subprocess.run([tool(args, "cpserve_hf_dump"), "tokenize", f"--model={d}", f"--texts={tfile}",
-                        f"--out={ofile}"], capture_output=True, text=True)
+    r = subprocess.run(with_env(args, [tool(args, "cpserve_hf_dump"), "tokenize", f"--model={d}",
+                                       f"--texts={tfile}", f"--out={ofile}"]),
+                       capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"cpserve_hf_dump tokenize failed: {r.stderr}")
     with open(ofile) as f:
