@@ -90,8 +90,6 @@ def parse_args():
     p.add_argument("--rope_theta", type=float, default=500000.0,
                    help="not the default 10000, so a parser that ignores it fails the check")
     p.add_argument("--hf_device", default="", help="transformers device (default: cuda if available)")
-    p.add_argument("--no_config_fixups", action="store_true",
-                   help="give cpserve config.json exactly as save_pretrained wrote it")
     p.add_argument("--router", default="", help="router address: greedy tokens via cpserve generate --json")
     p.add_argument("--up", default=None, metavar="ARGS",
                    help="start `cpserve up --model=<variant dir> ARGS` and use its router "
@@ -175,30 +173,6 @@ def save_variants(args, model, torch, variants):
             sys.exit(f"hf_check: cpserve_hf_dump tokenizer failed: {r.stderr}")
         dirs[v] = d
     return dirs
-
-
-def check_config(d, args, fix):
-    """Notes where save_pretrained's config.json needs what cpserve's parser does not read."""
-    path = os.path.join(d, "config.json")
-    with open(path) as f:
-        cfg = json.load(f)
-    notes = []
-    rp = cfg.get("rope_parameters")
-    if "rope_theta" not in cfg and isinstance(rp, dict) and "rope_theta" in rp:
-        notes.append(f"config.json has rope_parameters.rope_theta={rp['rope_theta']} but no top-level "
-                     "rope_theta; cpserve's parser reads only rope_theta (defaults to 10000)")
-        if fix:
-            cfg["rope_theta"] = rp["rope_theta"]
-            if rp.get("rope_type", "default") != "default":
-                notes.append(f"rope_parameters.rope_type={rp.get('rope_type')} left as is")
-    if "torch_dtype" not in cfg and "dtype" in cfg:
-        notes.append(f"config.json names its dtype 'dtype' ({cfg['dtype']}), not 'torch_dtype' (informational)")
-        if fix:
-            cfg["torch_dtype"] = cfg["dtype"]
-    if fix and notes:
-        with open(path, "w") as f:
-            json.dump(cfg, f, indent=2)
-    return notes
 
 
 def load_hf(d, dtype, impl, device, torch, transformers):
@@ -514,11 +488,6 @@ def main():
     model = build_model(args, torch, transformers)
     dirs = save_variants(args, model, torch, variants)
     del model
-    notes = []
-    for v, d in dirs.items():
-        notes += [f"{v}: {n}" for n in check_config(d, args, fix=not args.no_config_fixups)]
-    for n in notes:
-        log(f"  NOTE {n}" + ("" if args.no_config_fixups else " -> fixed up for the check"))
     prompts = make_prompts(args, torch)
     rows, ok = [], True
     checks = []
@@ -544,7 +513,7 @@ def main():
     out = args.json or (os.path.join(os.environ["OUT"], "hf_check.json") if os.environ.get("OUT") else "")
     if out:
         with open(out, "w") as f:
-            json.dump({"pass": ok, "notes": notes, "rows": rows,
+            json.dump({"pass": ok, "rows": rows,
                        "torch": torch.__version__, "transformers": transformers.__version__}, f, indent=1)
     return 0 if ok else 1
 

@@ -87,26 +87,30 @@ absl::StatusOr<bool> GetBool(const json& obj, const char* key, absl::string_view
   return obj[key].get<bool>();
 }
 
-absl::Status ParseRopeScaling(const json& root, absl::string_view source, RopeScalingConfig* out) {
+// RoPE scaling from `key`: "rope_scaling" (transformers 4) or "rope_parameters"
+// (transformers 5, which also moves rope_theta there).
+absl::Status ParseRopeScaling(const json& root, const char* key, absl::string_view source,
+                              RopeScalingConfig* out) {
   *out = RopeScalingConfig();
-  if (!Present(root, "rope_scaling")) return absl::OkStatus();
-  const json& rs = root["rope_scaling"];
-  if (!rs.is_object()) return FieldError(source, "rope_scaling", "expected an object or null", &rs);
+  if (!Present(root, key)) return absl::OkStatus();
+  const json& rs = root[key];
+  const std::string k = key;
+  if (!rs.is_object()) return FieldError(source, k, "expected an object or null", &rs);
   const char* type_key = Present(rs, "rope_type") ? "rope_type" : "type";
   if (!Present(rs, type_key) || !rs[type_key].is_string()) {
-    return FieldError(source, "rope_scaling.rope_type", "expected a string", &rs);
+    return FieldError(source, k + ".rope_type", "expected a string", &rs);
   }
   const std::string type = rs[type_key].get<std::string>();
-  const std::string where = absl::StrCat(source, " rope_scaling");
+  const std::string where = absl::StrCat(source, " ", k);
   if (type == "default") return absl::OkStatus();
   if (type != "linear" && type != "llama3") {
     return absl::UnimplementedError(
-        absl::StrCat(source, ": field 'rope_scaling': rope scaling type '", type,
+        absl::StrCat(source, ": field '", k, "': rope scaling type '", type,
                      "' is not supported (supported: null, \"default\", \"linear\", \"llama3\")"));
   }
   auto factor = GetDouble(rs, "factor", where);
   if (!factor.ok()) return factor.status();
-  if (*factor <= 0) return FieldError(source, "rope_scaling.factor", "must be > 0", &rs["factor"]);
+  if (*factor <= 0) return FieldError(source, k + ".factor", "must be > 0", &rs["factor"]);
   out->factor = *factor;
   if (type == "linear") {
     out->type = RopeScalingType::kLinear;
@@ -248,7 +252,20 @@ absl::StatusOr<ModelConfig> ParseRoot(const json& root, absl::string_view source
     return absl::UnimplementedError(
         absl::StrCat(source, ": field 'mlp_bias': MLP biases are not supported"));
   }
-  if (absl::Status s = ParseRopeScaling(root, source, &c.rope_scaling); !s.ok()) return s;
+  // transformers 5 writes rope_parameters {rope_type, rope_theta, ...} instead of
+  // rope_scaling + a top-level rope_theta.
+  const bool v5_rope = !Present(root, "rope_scaling") && Present(root, "rope_parameters");
+  if (absl::Status s = ParseRopeScaling(root, v5_rope ? "rope_parameters" : "rope_scaling", source,
+                                        &c.rope_scaling);
+      !s.ok()) {
+    return s;
+  }
+  if (v5_rope && !Present(root, "rope_theta") && Present(root["rope_parameters"], "rope_theta")) {
+    auto theta =
+        GetDouble(root["rope_parameters"], "rope_theta", absl::StrCat(source, " rope_parameters"));
+    if (!theta.ok()) return theta.status();
+    c.rope_theta = *theta;
+  }
   if (absl::Status s = ParseTokenIds(root, source, &c); !s.ok()) return s;
 
   const char* dtype_key = Present(root, "torch_dtype") ? "torch_dtype" : "dtype";

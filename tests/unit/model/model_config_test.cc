@@ -107,6 +107,35 @@ TEST(ModelConfig, Llama31WithLlama3RopeScalingAndEosList) {
   EXPECT_THAT(c.eos_token_ids, ElementsAre(128001, 128008, 128009));
 }
 
+// transformers 5 writes rope_parameters (with rope_theta inside) and "dtype".
+TEST(ModelConfig, Transformers5RopeParameters) {
+  ModelConfig c = ParseOk(R"({
+  "architectures": ["LlamaForCausalLM"], "hidden_size": 1024, "intermediate_size": 2816,
+  "num_attention_heads": 16, "num_hidden_layers": 4, "num_key_value_heads": 4,
+  "vocab_size": 1024, "dtype": "float32",
+  "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}})");
+  EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
+  EXPECT_EQ(c.rope_scaling.type, RopeScalingType::kNone);
+  EXPECT_EQ(c.torch_dtype, "float32");
+
+  ModelConfig l = ParseOk(R"({
+  "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_attention_heads": 4,
+  "num_hidden_layers": 1, "intermediate_size": 128, "vocab_size": 32,
+  "rope_parameters": {"rope_type": "llama3", "rope_theta": 250000.0, "factor": 8.0,
+                      "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 8192}})");
+  EXPECT_DOUBLE_EQ(l.rope_theta, 250000.0);
+  EXPECT_EQ(l.rope_scaling.type, RopeScalingType::kLlama3);
+  EXPECT_DOUBLE_EQ(l.rope_scaling.factor, 8.0);
+  EXPECT_EQ(l.rope_scaling.original_max_position_embeddings, 8192);
+
+  absl::Status bad = ParseErr(R"({
+  "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_attention_heads": 4,
+  "num_hidden_layers": 1, "intermediate_size": 128, "vocab_size": 32,
+  "rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0, "factor": -1}})");
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("rope_parameters.factor"));
+}
+
 TEST(ModelConfig, Qwen25HasQkvBiasAndInactiveSlidingWindow) {
   ModelConfig c = ParseOk(kQwen25_7B);
   EXPECT_EQ(c.architecture, "Qwen2ForCausalLM");
