@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/attention_decode_plan.h"
 #include "kernels/cuda/attention_params.h"
 #include "kernels/status_macros.h"
 
@@ -220,6 +221,8 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
   int num_sms = 0;
   err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
   if (err != cudaSuccess) return CudaError(err, p.op, "device attribute");
+  // Paged decode-shaped problems (<= 16 rows per KV head): the dedicated kernel.
+  if (UseDecodeKernel(p, segments)) return RunDecodeAttention(p, segments, num_sms, stream);
   const Plan plan = MakePlan(p, segments, num_sms);
   if (plan.items.empty()) return absl::OkStatus();
   const int64_t d = p.q.dim(2);
