@@ -9,7 +9,7 @@ namespace cpserve::cuda::attn {
 namespace {
 
 template <int D>
-cudaError_t Launch(const DecodeParams& params, int num_items, int num_split_segs,
+cudaError_t Launch(const DecodeParams& params, int num_items, int num_split_segs, int max_rows,
                    cudaStream_t stream) {
   constexpr int smem = DecodeKernelSmem<D>();
   cudaError_t err =
@@ -20,7 +20,7 @@ cudaError_t Launch(const DecodeParams& params, int num_items, int num_split_segs
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   if (num_split_segs > 0) {
     const dim3 cgrid(static_cast<unsigned>(num_split_segs),
-                     static_cast<unsigned>(params.num_kv_heads * kDecodeRows));
+                     static_cast<unsigned>(params.num_kv_heads * max_rows));
     DecodeCombineKernel<D><<<cgrid, kDecodeThreads, 0, stream>>>(params);
     err = cudaGetLastError();
   }
@@ -43,15 +43,16 @@ int DecodeSmemBytes(int head_dim) {
 }
 
 cudaError_t LaunchDecodeAttention(int head_dim, const DecodeParams& params, int num_items,
-                                  int num_split_segs, cudaStream_t stream) {
+                                  int num_split_segs, int max_rows, cudaStream_t stream) {
   if (num_items <= 0) return cudaSuccess;
+  if (max_rows < 1 || max_rows > kDecodeRows) return cudaErrorInvalidValue;
   switch (head_dim) {
     case 32:
-      return Launch<32>(params, num_items, num_split_segs, stream);
+      return Launch<32>(params, num_items, num_split_segs, max_rows, stream);
     case 64:
-      return Launch<64>(params, num_items, num_split_segs, stream);
+      return Launch<64>(params, num_items, num_split_segs, max_rows, stream);
     case 128:
-      return Launch<128>(params, num_items, num_split_segs, stream);
+      return Launch<128>(params, num_items, num_split_segs, max_rows, stream);
     default:
       return cudaErrorInvalidValue;
   }

@@ -266,7 +266,8 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeAttnKernel(const DecodeP
 }
 
 // Merges the splits of one (segment, KV head, row) per block: blockIdx.x indexes
-// split_segs, blockIdx.y = kvh * kDecodeRows + row. Thread = (split lane, 4 dims).
+// split_segs, blockIdx.y = kvh * rows_per_head + row with rows_per_head =
+// gridDim.y / Hkv. Thread = (split lane, 4 dims).
 template <int D>
 __global__ void __launch_bounds__(kDecodeThreads) DecodeCombineKernel(const DecodeParams p) {
   constexpr float kInf = __builtin_huge_valf();
@@ -276,7 +277,8 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeCombineKernel(const Deco
   __shared__ float wpart[kLanes];
   if (p.counts != nullptr && static_cast<int>(blockIdx.x) >= p.counts[1]) return;
   const DecodeSeg s = p.segs[p.split_segs[blockIdx.x]];
-  const int kvh = blockIdx.y / kDecodeRows, row = blockIdx.y % kDecodeRows;
+  const int rows_per_head = gridDim.y / p.num_kv_heads;
+  const int kvh = blockIdx.y / rows_per_head, row = blockIdx.y % rows_per_head;
   if (row >= s.rows) return;
   const int tid = threadIdx.x;
   auto part_row = [&](int sp) {

@@ -71,9 +71,10 @@ struct DecodeParams {
 int DecodeSmemBytes(int head_dim);
 
 // Launches the decode kernel over `num_items` x Hkv blocks, then the combine over
-// `num_split_segs` segments when > 0. Head dim 32, 64 or 128 (cudaErrorInvalidValue
+// `num_split_segs` segments x Hkv x `max_rows` (>= rows of every split segment)
+// when num_split_segs > 0. Head dim 32, 64 or 128 (cudaErrorInvalidValue
 // otherwise). Returns the first launch error.
 cudaError_t LaunchDecodeAttention(int head_dim, const DecodeParams& params, int num_items,
-                                  int num_split_segs, cudaStream_t stream);
+                                  int num_split_segs, int max_rows, cudaStream_t stream);
 
 }  // namespace cpserve::cuda::attn

@@ -18,12 +18,9 @@ absl::Status CudaError(cudaError_t err, const char* op, const char* what) {
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 size_t AlignUp(size_t n) { return (n + 255) / 256 * 256; }
 
-// Blocks per multiprocessor the planner aims for, times the waves that keep the
-// tail short.
-constexpr int64_t kBlocksPerSm = 2;
-constexpr int64_t kWaves = 4;
-
 }  // namespace
+
+int64_t DecodeTargetBlocks(int num_sms) { return int64_t{2} * 4 * num_sms; }
 
 bool UseDecodeKernel(const Problem& p, absl::Span<const Segment> segments) {
   if (p.k.defined() || p.causal || p.cache == nullptr || p.num_kv_heads <= 0) return false;
@@ -86,7 +83,7 @@ absl::Status RunDecodeAttention(const Problem& p, absl::Span<const Segment> segm
   const int64_t d = p.q.dim(2), hkv = p.num_kv_heads, group = p.q.dim(1) / hkv;
   const KvCacheView& c = *p.cache;
   const DecodePlan plan =
-      MakeDecodePlan(segments, group, hkv, c.block_size, kBlocksPerSm * kWaves * num_sms);
+      MakeDecodePlan(segments, group, hkv, c.block_size, DecodeTargetBlocks(num_sms));
   if (plan.items.empty()) return absl::OkStatus();
 
   // One upload: segments | items | split segments | block tables; then partial lse, O.
@@ -135,8 +132,10 @@ absl::Status RunDecodeAttention(const Problem& p, absl::Span<const Segment> segm
     params.tables = reinterpret_cast<const int*>(base + off_tables);
     params.part_lse = reinterpret_cast<float*>(base + meta_bytes);
     params.part_o = reinterpret_cast<float*>(base + off_part_o);
+    int max_rows = 1;
+    for (int i : plan.split_segs) max_rows = std::max(max_rows, plan.segs[i].rows);
     err = LaunchDecodeAttention(static_cast<int>(d), params, static_cast<int>(plan.items.size()),
-                                static_cast<int>(plan.split_segs.size()), stream);
+                                static_cast<int>(plan.split_segs.size()), max_rows, stream);
   }
   const cudaError_t free_err = cudaFreeAsync(scratch, stream);
   if (err != cudaSuccess) return CudaError(err, p.op, "decode attention launch");

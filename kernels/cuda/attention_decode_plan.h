@@ -35,6 +35,10 @@ constexpr int kMinDecodeSplitKeys = 8 * kDecodeTileKeys;
 DecodePlan MakeDecodePlan(absl::Span<const Segment> segments, int64_t group, int64_t num_kv_heads,
                           int64_t block_size, int64_t target_blocks);
 
+// Blocks the planner aims for on a GPU with num_sms multiprocessors (2 resident
+// per multiprocessor, 4 waves to keep the tail short).
+int64_t DecodeTargetBlocks(int num_sms);
+
 // Plans for the current device, uploads the plan to stream-ordered scratch and
 // launches. `p` and `segments` must have passed RunAttention's validation.
 absl::Status RunDecodeAttention(const Problem& p, absl::Span<const Segment> segments, int num_sms,

@@ -12,10 +12,15 @@
 #include <array>
 #include <climits>
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+#include "kernels/cuda/attention_cuda.h"
+#include "kernels/cuda/attention_decode_arena.h"
 #include "kernels/cuda/attention_decode_plan.h"
 #include "tests/gpu/attention/attention_gpu_util.h"
 
@@ -238,6 +243,186 @@ TEST(DecodeKernel, LongContextManySplits) {
   c.q_sigma = 2.0f;
   c.scale = 0.2f;
   ExpectClose(c, RunCase(c));
+}
+
+// ---- capturable arena + CUDA graph (GPU) ------------------------------------------
+
+// Runs paged attention through one CUDA graph (arena Upload + Launch of layer 1)
+// captured on the first call and replayed for every later batch: inputs are
+// copied into fixed buffers, the batch is staged, the graph replays, outputs are
+// copied back. Each run is also compared bit for bit with PagedAttentionCuda.
+class GraphHarness {
+ public:
+  static constexpr int64_t kHq = 32, kHkv = 8, kD = 128, kBs = 16, kLayers = 2;
+  static constexpr int64_t kMaxSeqs = 24, kMaxTokens = 64, kMaxBlocks = 300, kCacheBlocks = 400;
+
+  GraphHarness()
+      : q_(kMaxTokens * kHq * kD * 2),
+        o_(kMaxTokens * kHq * kD * 2),
+        lse_(kMaxTokens * kHq * 4),
+        cache_(KvCacheView::Contiguous(nullptr, DType::kBF16, Device::CUDA(0), kCacheBlocks,
+                                       kLayers, kBs, kHkv, kD)
+                   .block_stride *
+               kCacheBlocks * 2) {
+    DecodeArenaConfig c;
+    c.max_seqs = kMaxSeqs;
+    c.max_tokens = kMaxTokens;
+    c.max_q_len = 2;
+    c.max_blocks_per_seq = kMaxBlocks;
+    c.num_q_heads = kHq;
+    c.num_kv_heads = kHkv;
+    c.head_dim = kD;
+    c.block_size = kBs;
+    absl::StatusOr<std::unique_ptr<DecodeAttentionArena>> a = DecodeAttentionArena::Create(c);
+    CHECK(a.ok()) << a.status();
+    arena_ = std::move(*a);
+  }
+  ~GraphHarness() {
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+  }
+
+  KvCacheView CacheView() const {
+    return KvCacheView::Contiguous(cache_.get(), DType::kBF16, Device::CUDA(0), kCacheBlocks,
+                                   kLayers, kBs, kHkv, kD);
+  }
+
+  absl::Status Run(const Tensor& q, absl::Span<const PagedSegment> segs, const KvCacheView& cache,
+                   int64_t layer, const AttentionOptions& options, const Tensor& o,
+                   const Tensor& lse, cudaStream_t stream) {
+    const int64_t t = q.dim(0);
+    CHECK_EQ(layer, 1);
+    CHECK_LE(t, kMaxTokens);
+    CHECK_LE(cache.num_blocks, kCacheBlocks);
+    CHECK_EQ(cache.block_stride, CacheView().block_stride);
+    const size_t row = kHq * kD * 2;
+    CHECK_EQ(cudaMemcpy2DAsync(q_.get(), row, q.raw(), q.stride(0) * 2, row, t,
+                               cudaMemcpyDeviceToDevice, stream),
+             cudaSuccess);
+    CHECK_EQ(cudaMemcpyAsync(cache_.get(), cache.base, cache.num_blocks * cache.block_stride * 2,
+                             cudaMemcpyDeviceToDevice, stream),
+             cudaSuccess);
+    CHECK_EQ(cudaMemcpyAsync(o_.get(), o.raw(), t * row, cudaMemcpyDeviceToDevice, stream),
+             cudaSuccess);
+    CHECK_EQ(cudaMemcpyAsync(lse_.get(), lse.raw(), t * kHq * 4, cudaMemcpyDeviceToDevice, stream),
+             cudaSuccess);
+    if (absl::Status s = arena_->Stage(segs, CacheView()); !s.ok()) return s;
+    if (exec_ == nullptr) {
+      const Device dev = Device::CUDA(0);
+      const Tensor fq = Tensor::Borrow(q_.get(), {kMaxTokens, kHq, kD}, DType::kBF16, dev);
+      const Tensor fo = Tensor::Borrow(o_.get(), {kMaxTokens, kHq, kD}, DType::kBF16, dev);
+      const Tensor fl = Tensor::Borrow(lse_.get(), {kMaxTokens, kHq}, DType::kF32, dev);
+      cudaGraph_t graph;
+      CHECK_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+      absl::Status s = arena_->Upload(stream);
+      if (s.ok()) s = arena_->Launch(fq, CacheView(), layer, options, fo, fl, stream);
+      CHECK_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+      if (!s.ok()) return s;
+      CHECK_EQ(cudaGraphInstantiate(&exec_, graph, 0), cudaSuccess);
+      CHECK_EQ(cudaGraphDestroy(graph), cudaSuccess);
+      options_ = options;
+    }
+    CHECK_EQ(options.scale, options_.scale);
+    CHECK_EQ(cudaGraphLaunch(exec_, stream), cudaSuccess);
+    ++replays_;
+    CHECK_EQ(cudaMemcpyAsync(o.raw(), o_.get(), t * row, cudaMemcpyDeviceToDevice, stream),
+             cudaSuccess);
+    CHECK_EQ(cudaMemcpyAsync(lse.raw(), lse_.get(), t * kHq * 4, cudaMemcpyDeviceToDevice, stream),
+             cudaSuccess);
+
+    // The same problem through PagedAttentionCuda, from the same poisoned outputs.
+    DeviceBuffer o2(t * row), l2(t * kHq * 4);
+    CHECK_EQ(cudaMemsetAsync(o2.get(), 0xff, t * row, stream), cudaSuccess);
+    CHECK_EQ(cudaMemsetAsync(l2.get(), 0xff, t * kHq * 4, stream), cudaSuccess);
+    const Tensor to2 = Tensor::Borrow(o2.get(), {t, kHq, kD}, DType::kBF16, o.device());
+    const Tensor tl2 = Tensor::Borrow(l2.get(), {t, kHq}, DType::kF32, o.device());
+    if (absl::Status s = PagedAttentionCuda(q, segs, cache, layer, options, to2, tl2, stream);
+        !s.ok()) {
+      return s;
+    }
+    CHECK_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    std::vector<char> a(t * row), b(t * row), la(t * kHq * 4), lb(t * kHq * 4);
+    o2.Download(a.data(), a.size());
+    CHECK_EQ(cudaMemcpy(b.data(), o.raw(), b.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    l2.Download(la.data(), la.size());
+    CHECK_EQ(cudaMemcpy(lb.data(), lse.raw(), lb.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    mismatches_ += a != b || la != lb;
+    return absl::OkStatus();
+  }
+
+  DecodeAttentionArena& arena() { return *arena_; }
+  int replays() const { return replays_; }
+  int mismatches() const { return mismatches_; }
+
+ private:
+  std::unique_ptr<DecodeAttentionArena> arena_;
+  DeviceBuffer q_, o_, lse_, cache_;
+  cudaGraphExec_t exec_ = nullptr;
+  AttentionOptions options_;
+  int replays_ = 0, mismatches_ = 0;
+};
+
+// One graph, captured once, replayed over batches of different sizes, contexts,
+// block tables and query counts: each matches the CPU reference and is
+// bit-identical to the direct path.
+TEST(DecodeArenaGraph, ReplaysNewBatchesExactly) {
+  SKIP_WITHOUT_GPU();
+  GraphHarness h;
+  PagedRunner runner =
+      [&h](const Tensor& q, absl::Span<const PagedSegment> segs, const KvCacheView& cache,
+           int64_t layer, const AttentionOptions& options, const Tensor& o, const Tensor& lse,
+           cudaStream_t stream) { return h.Run(q, segs, cache, layer, options, o, lse, stream); };
+  std::vector<std::vector<std::array<int64_t, 3>>> batches(4);
+  for (int64_t i = 0; i < 24; ++i) batches[0].push_back({i, 1, 1 + 173 * i});
+  batches[1] = {{0, 1, 4097}, {1, 1, 0}, {3, 1, 50}};  // row 2 uncovered
+  for (int64_t i = 0; i < 17; ++i) batches[2].push_back({2 * i, 1 + i % 2, 4700 - 251 * i});
+  batches[3] = {{5, 1, 4800}};
+  uint32_t seed = 100;
+  for (const auto& b : batches) {
+    CaseSpec c = Paged(GraphHarness::kHq, GraphHarness::kHkv, GraphHarness::kD, GraphHarness::kBs,
+                       b, seed++);
+    SCOPED_TRACE(absl::StrCat("batch of ", b.size()));
+    ExpectClose(c, RunCase(c, runner));
+  }
+  EXPECT_EQ(h.replays(), 4);
+  EXPECT_EQ(h.mismatches(), 0) << "graph replay differs from PagedAttentionCuda";
+}
+
+TEST(DecodeArena, RejectsBatchesOutsideItsCapacity) {
+  SKIP_WITHOUT_GPU();
+  GraphHarness h;
+  const KvCacheView cache = h.CacheView();
+  std::vector<int32_t> table(GraphHarness::kMaxBlocks + 1, 7);
+  std::vector<PagedSegment> many(GraphHarness::kMaxSeqs + 1, PagedSegment{0, 1, 3, table});
+  for (size_t i = 0; i < many.size(); ++i) many[i].q_start = static_cast<int64_t>(i);
+  EXPECT_EQ(h.arena().Stage(many, cache).code(), absl::StatusCode::kInvalidArgument);
+  const PagedSegment three_queries{0, 3, 10, table};
+  EXPECT_EQ(h.arena().Stage({&three_queries, 1}, cache).code(), absl::StatusCode::kInvalidArgument);
+  const PagedSegment too_long{0, 1, GraphHarness::kMaxBlocks * GraphHarness::kBs + 1, table};
+  EXPECT_EQ(h.arena().Stage({&too_long, 1}, cache).code(), absl::StatusCode::kInvalidArgument);
+  const PagedSegment past_rows{GraphHarness::kMaxTokens, 1, 10, table};
+  EXPECT_EQ(h.arena().Stage({&past_rows, 1}, cache).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<int32_t> bad = {1, GraphHarness::kCacheBlocks};
+  const PagedSegment bad_block{0, 1, 20, bad};
+  EXPECT_EQ(h.arena().Stage({&bad_block, 1}, cache).code(), absl::StatusCode::kInvalidArgument);
+  const PagedSegment fine{0, 2, 20, table};
+  EXPECT_TRUE(h.arena().Stage({&fine, 1}, cache).ok());
+}
+
+TEST(DecodeArena, RejectsBadConfigs) {
+  DecodeArenaConfig c;
+  c.max_seqs = 4;
+  c.max_tokens = 4;
+  c.max_blocks_per_seq = 4;
+  c.num_q_heads = 32;
+  c.num_kv_heads = 8;
+  c.head_dim = 48;  // unsupported
+  EXPECT_EQ(DecodeAttentionArena::Create(c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.head_dim = 128;
+  c.max_q_len = 5;  // 5 x 4 rows > 16
+  EXPECT_EQ(DecodeAttentionArena::Create(c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.max_q_len = 1;
+  c.num_kv_heads = 5;  // 32 % 5 != 0
+  EXPECT_EQ(DecodeAttentionArena::Create(c).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -157,7 +157,7 @@ Row RunDecode(cudaStream_t stream, int64_t batch, int64_t ctx, int num_sms) {
                          const int c = i % copies;
                          CUDA_OK(attn::LaunchDecodeAttention(
                              kD, params[c], static_cast<int>(plans[c].items.size()),
-                             static_cast<int>(plans[c].split_segs.size()), stream));
+                             static_cast<int>(plans[c].split_segs.size()), kHq / kHkv, stream));
                        }) *
                 1e-3) /
                1e9;
