@@ -76,6 +76,10 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeAttnKernel(const DecodeP
   const int* table = p.tables + s.table_offset;
   const __nv_bfloat16* head_base = p.cache + kvh * p.cache_head;
   const bool whole_blocks = p.block_size % kDecodeTileKeys == 0;
+  // Whole-block tiles: lane j holds the block id of the warp's tile 32 w + j for the
+  // current window w of 32 tiles, so a tile's address needs a shuffle, not a
+  // dependent load (one coalesced table load per 32 tiles).
+  int window_block = 0;
 
   // Copies this warp's i-th tile (keys key_begin + 16 * (warp + 4 i) ...) into `stage`.
   auto load_tile = [&](int i, int stage) {
@@ -84,8 +88,14 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeAttnKernel(const DecodeP
     __nv_bfloat16* vs = ks + kDecodeTileKeys * kLd;
     const __nv_bfloat16* tile_base = p.cache;
     if (whole_blocks) {  // the 16 keys sit in one cache block
-      tile_base = head_base + static_cast<int64_t>(table[kb / p.block_size]) * p.cache_blk +
-                  (kb % p.block_size) * p.cache_tok;
+      if (i % 32 == 0) {
+        const int t = i + lane;
+        const int key = key_begin + kDecodeTileKeys * (warp + kDecodeWarps * t);
+        window_block = t < my_tiles ? table[key / p.block_size] : 0;
+      }
+      const int block = __shfl_sync(0xffffffffu, window_block, i % 32);
+      tile_base =
+          head_base + static_cast<int64_t>(block) * p.cache_blk + (kb % p.block_size) * p.cache_tok;
     }
 #pragma unroll
     for (int c = lane; c < kDecodeTileKeys * kChunks; c += 32) {

@@ -71,8 +71,8 @@ absl::Status DecodeAttentionArena::Init() {
              "device attribute");
   const int64_t hkv = config_.num_kv_heads;
   // MakeDecodePlan gives each segment at most 1 + kv_len / per_block splits with
-  // per_block >= total keys * Hkv / target: items <= segments + target / Hkv.
-  max_items_ = config_.max_seqs + attn::DecodeTargetBlocks(num_sms_) / hkv + 1;
+  // per_block >= total keys * Hkv / (waves * slots): items <= segments + that / Hkv.
+  max_items_ = config_.max_seqs + attn::kDecodeWaves * attn::DecodeSlots(num_sms_) / hkv + 1;
   max_part_rows_ = max_items_ * hkv * attn::kDecodeRows;
   off_segs_ = AlignUp(2 * sizeof(int));
   off_items_ = off_segs_ + AlignUp(config_.max_seqs * sizeof(attn::DecodeSeg));
@@ -138,8 +138,8 @@ absl::Status DecodeAttentionArena::Stage(absl::Span<const PagedSegment> segments
     }
     segs.push_back({s.q_start, s.q_len, 0, 0, s.kv_len, s.block_table});
   }
-  const attn::DecodePlan plan = attn::MakeDecodePlan(segs, group, c.num_kv_heads, c.block_size,
-                                                     attn::DecodeTargetBlocks(num_sms_));
+  const attn::DecodePlan plan =
+      attn::MakeDecodePlan(segs, group, c.num_kv_heads, c.block_size, attn::DecodeSlots(num_sms_));
   if (static_cast<int64_t>(plan.items.size()) > max_items_ || plan.part_rows > max_part_rows_) {
     return absl::InternalError(absl::StrCat(kOp, ": plan exceeds the arena (", plan.items.size(),
                                             " items, ", plan.part_rows, " partial rows)"));

@@ -20,7 +20,7 @@ size_t AlignUp(size_t n) { return (n + 255) / 256 * 256; }
 
 }  // namespace
 
-int64_t DecodeTargetBlocks(int num_sms) { return int64_t{2} * 4 * num_sms; }
+int64_t DecodeSlots(int num_sms) { return int64_t{2} * num_sms; }
 
 bool UseDecodeKernel(const Problem& p, absl::Span<const Segment> segments) {
   if (p.k.defined() || p.causal || p.cache == nullptr || p.num_kv_heads <= 0) return false;
@@ -32,17 +32,19 @@ bool UseDecodeKernel(const Problem& p, absl::Span<const Segment> segments) {
 }
 
 DecodePlan MakeDecodePlan(absl::Span<const Segment> segments, int64_t group, int64_t num_kv_heads,
-                          int64_t block_size, int64_t target_blocks) {
+                          int64_t block_size, int64_t slots) {
   DecodePlan plan;
   constexpr int64_t kUnit = kDecodeWarps * kDecodeTileKeys;  // keys: one tile per warp
   int64_t total_keys = 0;
   for (const Segment& s : segments) {
     if (s.q_len > 0) total_keys += s.ctx_len;
   }
-  const int64_t per_block = std::max<int64_t>(
-      kMinDecodeSplitKeys,
-      CeilDiv(CeilDiv(total_keys * num_kv_heads, std::max<int64_t>(target_blocks, 1)), kUnit) *
-          kUnit);
+  const int64_t work = total_keys * num_kv_heads;
+  slots = std::max<int64_t>(slots, 1);
+  const int64_t block_keys =
+      std::max({std::min<int64_t>(kDecodeSplitKeys, CeilDiv(work, slots)),
+                CeilDiv(work, kDecodeWaves * slots), int64_t{kMinDecodeSplitKeys}});
+  const int64_t per_block = CeilDiv(block_keys, kUnit) * kUnit;
   for (const Segment& s : segments) {
     if (s.q_len == 0) continue;
     DecodeSeg d{};
@@ -82,8 +84,7 @@ absl::Status RunDecodeAttention(const Problem& p, absl::Span<const Segment> segm
                                 cudaStream_t stream) {
   const int64_t d = p.q.dim(2), hkv = p.num_kv_heads, group = p.q.dim(1) / hkv;
   const KvCacheView& c = *p.cache;
-  const DecodePlan plan =
-      MakeDecodePlan(segments, group, hkv, c.block_size, DecodeTargetBlocks(num_sms));
+  const DecodePlan plan = MakeDecodePlan(segments, group, hkv, c.block_size, DecodeSlots(num_sms));
   if (plan.items.empty()) return absl::OkStatus();
 
   // One upload: segments | items | split segments | block tables; then partial lse, O.

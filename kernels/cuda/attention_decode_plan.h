@@ -28,16 +28,19 @@ struct DecodePlan {
   int64_t part_rows = 0;          // partial rows of the split segments
 };
 
-// Splits every segment's keys into chunks of a multiple of 4 x kDecodeTileKeys keys
-// (at least kMinDecodeSplitKeys) so that about `target_blocks` blocks of
-// equal work exist in total (all segments' keys x Hkv).
+// Splits every segment's keys into chunks (a multiple of 4 x kDecodeTileKeys keys)
+// of about equal work per block (keys x 1 KV head), for `slots` blocks resident at
+// once: one wave of at least kMinDecodeSplitKeys keys per block when the whole
+// batch is small, else blocks of at least kDecodeSplitKeys keys and up to 4 waves
+// (load balance); a segment's splits are equal but for the last.
 constexpr int kMinDecodeSplitKeys = 8 * kDecodeTileKeys;
+constexpr int kDecodeSplitKeys = 32 * kDecodeTileKeys;
+constexpr int kDecodeWaves = 4;
 DecodePlan MakeDecodePlan(absl::Span<const Segment> segments, int64_t group, int64_t num_kv_heads,
-                          int64_t block_size, int64_t target_blocks);
+                          int64_t block_size, int64_t slots);
 
-// Blocks the planner aims for on a GPU with num_sms multiprocessors (2 resident
-// per multiprocessor, 4 waves to keep the tail short).
-int64_t DecodeTargetBlocks(int num_sms);
+// Decode blocks resident at once on a GPU with num_sms multiprocessors (2 each).
+int64_t DecodeSlots(int num_sms);
 
 // Plans for the current device, uploads the plan to stream-ordered scratch and
 // launches. `p` and `segments` must have passed RunAttention's validation.

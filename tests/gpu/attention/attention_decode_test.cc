@@ -35,8 +35,8 @@ using attn::Segment;
 // Every key of every segment with queries is read by exactly one split; splits
 // are whole warp rounds (except the last) and at least kMinDecodeSplitKeys.
 void CheckPlan(const std::vector<Segment>& segs, int64_t group, int64_t hkv, int64_t bs,
-               int64_t target) {
-  const DecodePlan plan = attn::MakeDecodePlan(segs, group, hkv, bs, target);
+               int64_t slots) {
+  const DecodePlan plan = attn::MakeDecodePlan(segs, group, hkv, bs, slots);
   size_t k = 0, tables = 0;
   int64_t part = 0;
   std::vector<std::vector<int>> seen(plan.segs.size());
@@ -108,8 +108,8 @@ TEST(DecodePlanTest, CoversEveryKeyOnce) {
       q += s.q_len;
       segs.push_back(s);
     }
-    const int64_t target = 1 + static_cast<int64_t>(rng() % 3000);
-    CheckPlan(segs, 4, 2, bs, target);
+    const int64_t slots = 1 + static_cast<int64_t>(rng() % 800);
+    CheckPlan(segs, 4, 2, bs, slots);
     if (HasFailure()) {
       ADD_FAILURE() << "trial " << trial;
       return;
@@ -117,15 +117,22 @@ TEST(DecodePlanTest, CoversEveryKeyOnce) {
   }
 }
 
-TEST(DecodePlanTest, SplitsFillTheTargetForOneLongSequence) {
+// Splits for 264 resident blocks (132 SMs): 4 waves of ~1k-key blocks for one
+// 128k sequence; one wave for small batches (>= 128 keys, <= 512 keys per block).
+TEST(DecodePlanTest, SplitSizesFollowTheWork) {
   std::vector<int32_t> ids(8192);
-  const Segment s{0, 1, 0, 0, 131072, ids};
-  const DecodePlan plan = attn::MakeDecodePlan({&s, 1}, 4, 8, 16, 1056);
-  ASSERT_EQ(plan.segs.size(), 1u);
-  // 131072 keys x 8 heads over ~1056 blocks: ~1000 keys, rounded to 64.
-  EXPECT_EQ(plan.segs[0].split_keys, 1024);
-  EXPECT_EQ(plan.segs[0].num_splits, 128);
-  EXPECT_EQ(plan.items.size(), 128u);
+  struct Want {
+    int64_t ctx, split_keys, splits;
+  };
+  for (const Want& w : {Want{131072, 1024, 128}, Want{32768, 512, 64}, Want{16384, 512, 32},
+                        Want{4096, 128, 32}, Want{100, 128, 1}}) {
+    const Segment s{0, 1, 0, 0, w.ctx, ids};
+    const DecodePlan plan = attn::MakeDecodePlan({&s, 1}, 4, 8, 16, 264);
+    ASSERT_EQ(plan.segs.size(), 1u);
+    EXPECT_EQ(plan.segs[0].split_keys, w.split_keys) << w.ctx;
+    EXPECT_EQ(plan.segs[0].num_splits, w.splits) << w.ctx;
+    EXPECT_EQ(plan.items.size(), static_cast<size_t>(w.splits)) << w.ctx;
+  }
 }
 
 // ---- kernel vs CPU reference (GPU) ---------------------------------------------

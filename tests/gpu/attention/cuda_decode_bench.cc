@@ -109,7 +109,8 @@ Row RunDecode(cudaStream_t stream, int64_t batch, int64_t ctx, int num_sms) {
   std::vector<std::unique_ptr<DeviceBuffer>> meta;
   std::vector<attn::DecodeParams> params;
   for (int c = 0; c < copies; ++c) {
-    plans.push_back(attn::MakeDecodePlan(asegs[c], kHq / kHkv, kHkv, kBlock, 8 * num_sms));
+    plans.push_back(
+        attn::MakeDecodePlan(asegs[c], kHq / kHkv, kHkv, kBlock, attn::DecodeSlots(num_sms)));
     const attn::DecodePlan& pl = plans.back();
     const size_t nseg = pl.segs.size() * sizeof(attn::DecodeSeg);
     const size_t nitem = pl.items.size() * sizeof(attn::DecodeItem);
