@@ -29,19 +29,6 @@ cudaError_t Launch(const DecodeParams& params, int num_items, int num_split_segs
 
 }  // namespace
 
-int DecodeSmemBytes(int head_dim) {
-  switch (head_dim) {
-    case 32:
-      return DecodeKernelSmem<32>();
-    case 64:
-      return DecodeKernelSmem<64>();
-    case 128:
-      return DecodeKernelSmem<128>();
-    default:
-      return 0;
-  }
-}
-
 cudaError_t LaunchDecodeAttention(int head_dim, const DecodeParams& params, int num_items,
                                   int num_split_segs, int max_rows, cudaStream_t stream) {
   if (num_items <= 0) return cudaSuccess;

@@ -70,7 +70,8 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeAttnKernel(const DecodeP
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tig = lane % 4;
   const int key_begin = item.split * s.split_keys;
   const int key_end = min(s.kv_len, key_begin + s.split_keys);
-  const int n_tiles = key_end > key_begin ? (key_end - key_begin + kDecodeTileKeys - 1) / 16 : 0;
+  const int n_tiles =
+      key_end > key_begin ? (key_end - key_begin + kDecodeTileKeys - 1) / kDecodeTileKeys : 0;
   const int my_tiles = n_tiles > warp ? (n_tiles - warp + kDecodeWarps - 1) / kDecodeWarps : 0;
   __nv_bfloat16* wsmem = reinterpret_cast<__nv_bfloat16*>(smem_raw) + warp * kStages * kStage;
   const int* table = p.tables + s.table_offset;

@@ -66,10 +66,6 @@ struct DecodeParams {
   const int* counts;
 };
 
-// Shared memory of the decode kernel for head dim D (pipeline stages; the warp
-// merge reuses it).
-int DecodeSmemBytes(int head_dim);
-
 // Launches the decode kernel over `num_items` x Hkv blocks, then the combine over
 // `num_split_segs` segments x Hkv x `max_rows` (>= rows of every split segment)
 // when num_split_segs > 0. Head dim 32, 64 or 128 (cudaErrorInvalidValue
