@@ -4,6 +4,8 @@ cpserve_library(cpserve_cuda_attention
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/attention_prefill.cc ${CMAKE_CURRENT_LIST_DIR}/attention_paged.cc
           ${CMAKE_CURRENT_LIST_DIR}/attention_launch.cc ${CMAKE_CURRENT_LIST_DIR}/attention_kernels.cu
           ${CMAKE_CURRENT_LIST_DIR}/attention_hopper.cu
+          ${CMAKE_CURRENT_LIST_DIR}/attention_decode_plan.cc ${CMAKE_CURRENT_LIST_DIR}/attention_decode.cu
+          ${CMAKE_CURRENT_LIST_DIR}/attention_decode_arena.cc
   PUBLIC_DEPS cpserve_kernels cpserve_tensor CUDA::cudart absl::status absl::span
   DEPS absl::strings)
 target_compile_options(cpserve_cuda_attention PRIVATE

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/attention_decode_plan.h"
 #include "kernels/cuda/attention_hopper.h"
 #include "kernels/cuda/attention_params.h"
 #include "kernels/status_macros.h"
@@ -230,6 +231,8 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
   int num_sms = 0;
   err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
   if (err != cudaSuccess) return CudaError(err, p.op, "device attribute");
+  // Paged decode-shaped problems (<= 16 rows per KV head): the dedicated kernel.
+  if (UseDecodeKernel(p, segments)) return RunDecodeAttention(p, segments, num_sms, stream);
   const int64_t d = p.q.dim(2);
   const double scale = p.scale != 0.0f ? p.scale : 1.0 / std::sqrt(static_cast<double>(d));
   // Hopper kernel: prefill, head dim 128, sm_90, q rows 16-byte aligned (cp.async),

@@ -38,8 +38,7 @@ absl::StatusOr<Tensor> LlamaModel::Forward(const ForwardInput& in, AttentionLaye
         absl::StrCat("forward: ", T, " tokens but ", in.positions.size(), " positions"));
   }
   const DType dt = backend_.ComputeDType();
-  const int64_t H = c.hidden_size, hq = c.num_attention_heads, hkv = c.num_key_value_heads;
-  const int64_t d = c.head_dim, ffn = c.intermediate_size;
+  const int64_t hq = c.num_attention_heads, hkv = c.num_key_value_heads, d = c.head_dim;
   for (int64_t row : in.logit_rows) {
     if (row < 0 || row >= T) return absl::InvalidArgumentError("forward: logit row out of range");
   }
@@ -55,60 +54,81 @@ absl::StatusOr<Tensor> LlamaModel::Forward(const ForwardInput& in, AttentionLaye
     return backend_.Alloc({S, c.vocab_size}, DType::kF32);
   }
 
-  // Inputs to the device.
-  absl::StatusOr<Tensor> ids = backend_.Alloc({T}, DType::kI32);
-  absl::StatusOr<Tensor> pos = backend_.Alloc({T}, DType::kI64);
-  if (!ids.ok()) return ids.status();
-  if (!pos.ok()) return pos.status();
+  CPSERVE_ASSIGN_OR_RETURN(ForwardBuffers b, AllocForward(T, S));
   CPSERVE_RETURN_IF_ERROR(backend_.CopyFromHost(
-      Tensor::Borrow(const_cast<int32_t*>(in.tokens.data()), {T}, DType::kI32), *ids));
+      Tensor::Borrow(const_cast<int32_t*>(in.tokens.data()), {T}, DType::kI32), b.ids));
   CPSERVE_RETURN_IF_ERROR(backend_.CopyFromHost(
-      Tensor::Borrow(const_cast<int64_t*>(in.positions.data()), {T}, DType::kI64), *pos));
-
-  // Activations: residual stream h, normed x, q/k/v, attention out, MLP.
-  auto alloc = [&](Shape s) { return backend_.Alloc(s, dt); };
-  absl::StatusOr<Tensor> h = alloc({T, H}), x = alloc({T, H}), q = alloc({T, hq, d}),
-                         k = alloc({T, hkv, d}), v = alloc({T, hkv, d}), attn = alloc({T, hq, d}),
-                         proj = alloc({T, H}), gate = alloc({T, ffn}), up = alloc({T, ffn});
-  for (const auto* t : {&h, &x, &q, &k, &v, &attn, &proj, &gate, &up}) {
-    if (!t->ok()) return t->status();
+      Tensor::Borrow(const_cast<int64_t*>(in.positions.data()), {T}, DType::kI64), b.positions));
+  if (S > 0) {
+    CPSERVE_RETURN_IF_ERROR(backend_.CopyFromHost(
+        Tensor::Borrow(const_cast<int64_t*>(in.logit_rows.data()), {S}, DType::kI64),
+        b.logit_rows));
   }
-  // 2-D views [T, heads * D] of the same buffers for the projections.
-  const Tensor q2 = *q->Reshape({T, hq * d}), k2 = *k->Reshape({T, hkv * d}),
-               v2 = *v->Reshape({T, hkv * d}), attn2 = *attn->Reshape({T, hq * d});
+  CPSERVE_RETURN_IF_ERROR(ForwardOn(b, attention));
+  return b.logits;
+}
 
-  CPSERVE_RETURN_IF_ERROR(backend_.Embedding(weights_.embed_tokens, *ids, *h));
+absl::StatusOr<ForwardBuffers> LlamaModel::AllocForward(int64_t T, int64_t S) {
+  const ModelConfig& c = weights_.config;
+  if (T < 1 || S < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("forward buffers: ", T, " tokens, ", S, " rows"));
+  }
+  const DType dt = backend_.ComputeDType();
+  const int64_t H = c.hidden_size, hq = c.num_attention_heads, hkv = c.num_key_value_heads;
+  const int64_t d = c.head_dim, ffn = c.intermediate_size;
+  ForwardBuffers b;
+  struct Want {
+    Tensor* t;
+    Shape shape;
+    DType dtype;
+  };
+  for (const Want& w :
+       {Want{&b.ids, {T}, DType::kI32}, Want{&b.positions, {T}, DType::kI64},
+        Want{&b.logit_rows, {S}, DType::kI64}, Want{&b.h, {T, H}, dt}, Want{&b.x, {T, H}, dt},
+        Want{&b.q, {T, hq, d}, dt}, Want{&b.k, {T, hkv, d}, dt}, Want{&b.v, {T, hkv, d}, dt},
+        Want{&b.attn, {T, hq, d}, dt}, Want{&b.proj, {T, H}, dt}, Want{&b.gate, {T, ffn}, dt},
+        Want{&b.up, {T, ffn}, dt}, Want{&b.picked, {S, H}, dt},
+        Want{&b.logits, {S, c.vocab_size}, DType::kF32}}) {
+    CPSERVE_ASSIGN_OR_RETURN(*w.t, backend_.Alloc(w.shape, w.dtype));
+  }
+  return b;
+}
+
+absl::Status LlamaModel::ForwardOn(const ForwardBuffers& b, AttentionLayer& attention) {
+  const ModelConfig& c = weights_.config;
+  const int64_t T = b.h.dim(0), S = b.logits.dim(0);
+  const int64_t hq = c.num_attention_heads, hkv = c.num_key_value_heads, d = c.head_dim;
+  // 2-D views [T, heads * D] of the same buffers for the projections.
+  CPSERVE_ASSIGN_OR_RETURN(const Tensor q2, b.q.Reshape({T, hq * d}));
+  CPSERVE_ASSIGN_OR_RETURN(const Tensor k2, b.k.Reshape({T, hkv * d}));
+  CPSERVE_ASSIGN_OR_RETURN(const Tensor v2, b.v.Reshape({T, hkv * d}));
+  CPSERVE_ASSIGN_OR_RETURN(const Tensor attn2, b.attn.Reshape({T, hq * d}));
+
+  CPSERVE_RETURN_IF_ERROR(backend_.Embedding(weights_.embed_tokens, b.ids, b.h));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
-    CPSERVE_RETURN_IF_ERROR(backend_.RmsNorm(*h, L.input_norm, c.rms_norm_eps, *x));
-    CPSERVE_RETURN_IF_ERROR(backend_.Linear(*x, L.q_proj, L.q_bias, q2));
-    CPSERVE_RETURN_IF_ERROR(backend_.Linear(*x, L.k_proj, L.k_bias, k2));
-    CPSERVE_RETURN_IF_ERROR(backend_.Linear(*x, L.v_proj, L.v_bias, v2));
-    CPSERVE_RETURN_IF_ERROR(backend_.Rope(*q, *k, *pos, rope_));
-    CPSERVE_RETURN_IF_ERROR(attention.Forward(l, *q, *k, *v, *attn));
-    CPSERVE_RETURN_IF_ERROR(backend_.Linear(attn2, L.o_proj, L.o_bias, *proj));
+    CPSERVE_RETURN_IF_ERROR(backend_.RmsNorm(b.h, L.input_norm, c.rms_norm_eps, b.x));
+    CPSERVE_RETURN_IF_ERROR(backend_.Linear(b.x, L.q_proj, L.q_bias, q2));
+    CPSERVE_RETURN_IF_ERROR(backend_.Linear(b.x, L.k_proj, L.k_bias, k2));
+    CPSERVE_RETURN_IF_ERROR(backend_.Linear(b.x, L.v_proj, L.v_bias, v2));
+    CPSERVE_RETURN_IF_ERROR(backend_.Rope(b.q, b.k, b.positions, rope_));
+    CPSERVE_RETURN_IF_ERROR(attention.Forward(l, b.q, b.k, b.v, b.attn));
+    CPSERVE_RETURN_IF_ERROR(backend_.Linear(attn2, L.o_proj, L.o_bias, b.proj));
     CPSERVE_RETURN_IF_ERROR(
-        backend_.AddRmsNorm(*h, *proj, L.post_attention_norm, c.rms_norm_eps, *x));
-    CPSERVE_RETURN_IF_ERROR(backend_.Linear(*x, L.gate_proj, Tensor(), *gate));
-    CPSERVE_RETURN_IF_ERROR(backend_.Linear(*x, L.up_proj, Tensor(), *up));
-    CPSERVE_RETURN_IF_ERROR(backend_.SiluMul(*gate, *up, *gate));
-    CPSERVE_RETURN_IF_ERROR(backend_.Linear(*gate, L.down_proj, Tensor(), *proj));
-    CPSERVE_RETURN_IF_ERROR(backend_.Add(*h, *proj, *h));
+        backend_.AddRmsNorm(b.h, b.proj, L.post_attention_norm, c.rms_norm_eps, b.x));
+    CPSERVE_RETURN_IF_ERROR(backend_.Linear(b.x, L.gate_proj, Tensor(), b.gate));
+    CPSERVE_RETURN_IF_ERROR(backend_.Linear(b.x, L.up_proj, Tensor(), b.up));
+    CPSERVE_RETURN_IF_ERROR(backend_.SiluMul(b.gate, b.up, b.gate));
+    CPSERVE_RETURN_IF_ERROR(backend_.Linear(b.gate, L.down_proj, Tensor(), b.proj));
+    CPSERVE_RETURN_IF_ERROR(backend_.Add(b.h, b.proj, b.h));
   }
-  absl::StatusOr<Tensor> logits = backend_.Alloc({S, c.vocab_size}, DType::kF32);
-  if (!logits.ok()) return logits.status();
-  if (S == 0) return logits;
+  if (S == 0) return absl::OkStatus();
   // Final norm and LM head only on the rows that need logits.
-  absl::StatusOr<Tensor> rows = backend_.Alloc({S}, DType::kI64);
-  absl::StatusOr<Tensor> picked = alloc({S, H});
-  if (!rows.ok()) return rows.status();
-  if (!picked.ok()) return picked.status();
-  CPSERVE_RETURN_IF_ERROR(backend_.CopyFromHost(
-      Tensor::Borrow(const_cast<int64_t*>(in.logit_rows.data()), {S}, DType::kI64), *rows));
-  CPSERVE_RETURN_IF_ERROR(backend_.GatherRows(*h, *rows, *picked));
-  CPSERVE_RETURN_IF_ERROR(backend_.RmsNorm(*picked, weights_.final_norm, c.rms_norm_eps, *picked));
-  CPSERVE_RETURN_IF_ERROR(backend_.Linear(*picked, weights_.lm_head, Tensor(), *logits));
-  return logits;
+  CPSERVE_RETURN_IF_ERROR(backend_.GatherRows(b.h, b.logit_rows, b.picked));
+  CPSERVE_RETURN_IF_ERROR(
+      backend_.RmsNorm(b.picked, weights_.final_norm, c.rms_norm_eps, b.picked));
+  return backend_.Linear(b.picked, weights_.lm_head, Tensor(), b.logits);
 }
 
 }  // namespace cpserve

@@ -56,7 +56,7 @@ Tensor HostHeads(const std::vector<float>& wide, int64_t t, int64_t w, int64_t h
 
 }  // namespace
 
-CaseResult RunCase(const CaseSpec& c) {
+CaseResult RunCase(const CaseSpec& c, const PagedRunner& paged_runner) {
   std::mt19937 rng(c.seed);
   CaseResult r;
   const int64_t wq = c.hq + 3;        // q lives in a wider buffer: token stride (hq + 3) * d
@@ -127,8 +127,10 @@ CaseResult RunCase(const CaseSpec& c) {
   cudaStream_t stream;
   CHECK_EQ(cudaStreamCreate(&stream), cudaSuccess);
   r.gpu_status =
-      c.paged ? PagedAttentionCuda(tq, paged, view, c.layer, options, to, tl, stream)
-              : PrefillAttentionCuda(tq, tk, tv, pre, &view, c.layer, options, to, tl, stream);
+      c.paged
+          ? (paged_runner ? paged_runner(tq, paged, view, c.layer, options, to, tl, stream)
+                          : PagedAttentionCuda(tq, paged, view, c.layer, options, to, tl, stream))
+          : PrefillAttentionCuda(tq, tk, tv, pre, &view, c.layer, options, to, tl, stream);
   const cudaError_t err = cudaStreamSynchronize(stream);
   CHECK_EQ(cudaStreamDestroy(stream), cudaSuccess);
   if (r.gpu_status.ok() && err != cudaSuccess) {

@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -65,8 +66,16 @@ struct CaseResult {
   std::vector<bool> covered;          // per query row
 };
 
+// Runs paged attention on the device in place of PagedAttentionCuda (e.g. through a
+// CUDA graph); same arguments and contract.
+using PagedRunner = std::function<absl::Status(
+    const Tensor& q, absl::Span<const PagedSegment> segments, const KvCacheView& cache,
+    int64_t layer, const AttentionOptions& options, const Tensor& o, const Tensor& lse,
+    cudaStream_t stream)>;
+
 // Builds random inputs (q and k/v as strided views of wider buffers, a bf16
-// cache with shuffled block tables), runs both backends and downloads.
-CaseResult RunCase(const CaseSpec& spec);
+// cache with shuffled block tables), runs both backends and downloads. Paged
+// cases run `paged_runner` on the device when it is set.
+CaseResult RunCase(const CaseSpec& spec, const PagedRunner& paged_runner = nullptr);
 
 }  // namespace cpserve::cuda::testing
