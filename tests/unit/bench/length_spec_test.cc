@@ -102,14 +102,20 @@ TEST(LengthSpecTest, QuantileGivesTheExactDistributionOfRandomSpecs) {
     auto spec = LengthSpec::Parse(text);
     ASSERT_TRUE(spec.ok()) << text;
     CheckDistribution(*spec);
-    // The canonical text parses back to the same items.
+    // The canonical text parses back to the same items and relative weights (a single
+    // item is written without its weight).
     auto again = LengthSpec::Parse(spec->ToString());
     ASSERT_TRUE(again.ok());
     ASSERT_EQ(again->items().size(), spec->items().size());
+    double total = 0, again_total = 0;
+    for (size_t i = 0; i < spec->items().size(); ++i) {
+      total += spec->items()[i].weight;
+      again_total += again->items()[i].weight;
+    }
     for (size_t i = 0; i < spec->items().size(); ++i) {
       EXPECT_EQ(again->items()[i].lo, spec->items()[i].lo);
       EXPECT_EQ(again->items()[i].hi, spec->items()[i].hi);
-      EXPECT_EQ(again->items()[i].weight, spec->items()[i].weight);
+      EXPECT_DOUBLE_EQ(again->items()[i].weight / again_total, spec->items()[i].weight / total);
     }
   }
 }

@@ -130,7 +130,9 @@ TEST(PoissonArrivalsTest, MatchesTheDocumentedConstruction) {
   for (size_t i = 0; i < t.size(); ++i) {
     acc += -std::log(1.0L - uniform(rng)) / rate;
     EXPECT_NEAR(t[i], static_cast<double>(acc), 1e-9 * (1 + t[i]));
-    if (i > 0) EXPECT_GE(t[i], t[i - 1]);
+    if (i > 0) {
+      EXPECT_GE(t[i], t[i - 1]);
+    }
   }
   EXPECT_EQ(PoissonArrivals(1000, rate, 42), t);
   EXPECT_NE(PoissonArrivals(1000, rate, 43), t);
