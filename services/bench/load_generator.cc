@@ -88,8 +88,14 @@ class StreamCall final : public grpc::ClientReadReactor<Response> {
     record_.e2e_ms = Ms(Clock::now() - start_);
     record_.status = service::GrpcCodeName(status.error_code());
     if (!status.ok()) record_.error = status.error_message();
-    state_->Finish(slot_, std::move(record_));
+    // Release the call (this reactor owns its ClientContext) before telling the driver:
+    // once the last stream is reported, RunLoad returns and the caller may drop the
+    // channels, and a context destroyed after that races with gRPC's teardown.
+    LoadState* const state = state_;
+    const size_t slot = slot_;
+    RequestRecord record = std::move(record_);
     delete this;
+    state->Finish(slot, std::move(record));
   }
 
  private:
