@@ -59,10 +59,13 @@ sample_queue_depth() {
   done
 }
 
-bench() {  # bench NAME FLAGS...
+bench() {  # bench NAME FLAGS...  (the client's CPU seconds, user + sys, go to NAME.cpu)
   local name=$1
   shift
-  "$CPSERVE" bench --json_out="$OUT_DIR/$name.json" "$@" > "$OUT_DIR/$name.txt" 2> "$OUT_DIR/$name.err"
+  local TIMEFORMAT='%U %S'
+  { time "$CPSERVE" bench --json_out="$OUT_DIR/$name.json" "$@" > "$OUT_DIR/$name.txt" \
+      2> "$OUT_DIR/$name.err"; } 2> "$OUT_DIR/$name.time"
+  awk '{ print $1 + $2 }' "$OUT_DIR/$name.time" > "$OUT_DIR/$name.cpu"
 }
 
 COMMON=(--prompt_tokens="$PROMPT_TOKENS" --output_tokens="$OUTPUT_TOKENS" --ignore_eos
@@ -82,7 +85,9 @@ for c in $LEVELS; do
   SAMPLER_PID=
   peak_depth=$(sort -g "$OUT_DIR/queue-depth-$c.txt" | tail -1)
   RAMP_ROWS+=("$(jq -c --arg c "$c" --arg depth "${peak_depth:-0}" \
+    --arg cpu "$(cat "$OUT_DIR/ramp-$c.cpu")" \
     '{concurrency: ($c | tonumber), requests, ok, by_status, requests_per_s,
+      client_cpu_s: ($cpu | tonumber), duration_s,
       output_tokens_per_s, peak_in_flight, router_peak_queue_depth: ($depth | tonumber),
       ttft_p50_ms: .ttft_ms.p50, ttft_p99_ms: .ttft_ms.p99, itl_p50_ms: .itl_ms.p50,
       itl_p99_ms: .itl_ms.p99, e2e_p50_ms: .e2e_ms.p50, e2e_p99_ms: .e2e_ms.p99}' \
@@ -120,13 +125,17 @@ jq -n --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg host "$(uname -n)" \
     ramp: $ramp[0], router_overhead: $overhead[0]}' > "$OUT_DIR/load-run.json"
 
 echo
-echo "Ramp through the router (closed loop, prompt $PROMPT_TOKENS, output $OUTPUT_TOKENS tokens, ignore_eos)"
-jq -r '["streams", "requests", "ok", "req/s", "tok/s", "peak in flight", "router queue peak",
-        "TTFT p50", "TTFT p99", "ITL p50", "ITL p99"],
-       (.ramp[] | [.concurrency, .requests, .ok, (.requests_per_s * 10 | round / 10),
+echo "Ramp through the router (closed loop, prompt $PROMPT_TOKENS, output $OUTPUT_TOKENS tokens, ignore_eos; latencies in ms)"
+jq -r '["streams", "requests", "ok", "failed", "req/s", "tok/s", "peak in flight",
+        "router queue peak", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "client CPU s"],
+       (.ramp[] | [.concurrency, .requests, .ok,
+        ([.by_status | to_entries[] | select(.key != "OK") | "\(.key) \(.value)"] | join(", ")
+         | if . == "" then "-" else . end),
+        (.requests_per_s * 10 | round / 10),
         (.output_tokens_per_s | round), .peak_in_flight, .router_peak_queue_depth,
         (.ttft_p50_ms * 10 | round / 10), (.ttft_p99_ms * 10 | round / 10),
-        (.itl_p50_ms * 10 | round / 10), (.itl_p99_ms * 10 | round / 10)]) | @tsv' \
+        (.itl_p50_ms * 10 | round / 10), (.itl_p99_ms * 10 | round / 10),
+        (.client_cpu_s * 100 | round / 100)]) | @tsv' \
   "$OUT_DIR/load-run.json" | column -t -s $'\t'
 echo
 echo "Router added latency (same requests: router vs decode pool DecodePool/Decode), ms"
