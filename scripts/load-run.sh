@@ -8,13 +8,15 @@
 #      router's cpserve_router_queue_depth gauge (admitted, not yet done) sampled meanwhile;
 #   2. the router's own added latency: the same requests (same prompts, same seed) sent
 #      through the router and straight to the decode pool leader's DecodePool/Decode (the
-#      path the router takes for short prompts), at concurrency 1 and 16; the difference
-#      of the TTFT p50/p99 (and end-to-end p50) is what the router adds.
+#      path the router takes for short prompts), at concurrency 1 and 16, in alternating
+#      rounds; the difference of the TTFT p50/p99 (and end-to-end p50) is what the router
+#      adds.
 # Prints a table and writes OUT_DIR/load-run.json (plus each bench report and the logs).
 #
 # usage: scripts/load-run.sh [OUT_DIR]
 #   env: CPSERVE (default build/bin/cpserve), LEVELS ("16 64 256"), REQUESTS_PER_CLIENT (4),
-#        PROMPT_TOKENS (32), OUTPUT_TOKENS (8), OVERHEAD_REQUESTS (200)
+#        PROMPT_TOKENS (32), OUTPUT_TOKENS (8), OVERHEAD_REQUESTS (200 per target and
+#        concurrency, in OVERHEAD_ROUNDS (10) alternating rounds)
 set -euo pipefail
 
 CPSERVE=${CPSERVE:-build/bin/cpserve}
@@ -23,6 +25,7 @@ REQUESTS_PER_CLIENT=${REQUESTS_PER_CLIENT:-4}
 PROMPT_TOKENS=${PROMPT_TOKENS:-32}
 OUTPUT_TOKENS=${OUTPUT_TOKENS:-8}
 OVERHEAD_REQUESTS=${OVERHEAD_REQUESTS:-200}
+OVERHEAD_ROUNDS=${OVERHEAD_ROUNDS:-10}
 OUT_DIR=${1:-load-run-$(date -u +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT_DIR"
 command -v jq > /dev/null || { echo "load-run: needs jq" >&2; exit 1; }
@@ -94,24 +97,47 @@ for c in $LEVELS; do
     "$OUT_DIR/ramp-$c.json")")
 done
 
-# 2. Router overhead: the same requests through the router and straight to the decode pool.
+# 2. Router overhead: the same requests through the router and straight to the decode pool,
+# in alternating rounds (pool first in odd rounds, router first in even ones) so that a
+# slow drift of the machine's load hits both sides alike; percentiles over all rounds.
+# p-th percentile with linear interpolation (as `cpserve bench` computes them).
+PCT='def pct(p): sort | if length == 0 then null else ((length - 1) * p / 100) as $h
+  | ($h | floor) as $lo | ([$lo + 1, length - 1] | min) as $hi
+  | .[$lo] + ($h - $lo) * (.[$hi] - .[$lo]) end;'
 OVERHEAD_ROWS=()
 for c in 1 16; do
-  echo "load-run: router vs decode pool, concurrency $c" >&2
-  bench "pool-c$c" --target=pool --address="$DECODE" --concurrency="$c" \
-    --num_requests="$OVERHEAD_REQUESTS" --warmup_requests=8 --num_channels=1 "${COMMON[@]}"
-  bench "router-c$c" --target=router --address="$ROUTER" --concurrency="$c" \
-    --num_requests="$OVERHEAD_REQUESTS" --warmup_requests=8 --num_channels=1 "${COMMON[@]}"
-  OVERHEAD_ROWS+=("$(jq -c -s --arg c "$c" \
-    '{concurrency: ($c | tonumber), requests: .[0].requests,
-      ok_router: .[0].ok, ok_pool: .[1].ok,
-      router_ttft_p50_ms: .[0].ttft_ms.p50, pool_ttft_p50_ms: .[1].ttft_ms.p50,
-      added_ttft_p50_ms: (.[0].ttft_ms.p50 - .[1].ttft_ms.p50),
-      router_ttft_p99_ms: .[0].ttft_ms.p99, pool_ttft_p99_ms: .[1].ttft_ms.p99,
-      added_ttft_p99_ms: (.[0].ttft_ms.p99 - .[1].ttft_ms.p99),
-      router_itl_p50_ms: .[0].itl_ms.p50, pool_itl_p50_ms: .[1].itl_ms.p50,
-      added_e2e_p50_ms: (.[0].e2e_ms.p50 - .[1].e2e_ms.p50)}' \
-    "$OUT_DIR/router-c$c.json" "$OUT_DIR/pool-c$c.json")")
+  per_round=$(( OVERHEAD_REQUESTS / OVERHEAD_ROUNDS > 4 * c ? OVERHEAD_REQUESTS / OVERHEAD_ROUNDS : 4 * c ))
+  echo "load-run: router vs decode pool, concurrency $c, $OVERHEAD_ROUNDS rounds of $per_round" >&2
+  for r in $(seq 1 "$OVERHEAD_ROUNDS"); do
+    order="pool router"
+    [ $((r % 2)) -eq 0 ] && order="router pool"
+    for t in $order; do
+      addr=$ROUTER
+      [ "$t" = pool ] && addr=$DECODE
+      bench "$t-c$c-r$r" --target="$t" --address="$addr" --concurrency="$c" \
+        --num_requests="$per_round" --warmup_requests=2 --num_channels=1 \
+        --prompt_tokens="$PROMPT_TOKENS" --output_tokens="$OUTPUT_TOKENS" --ignore_eos \
+        --vocab_size=256 --workload_seed="$((1000 * c + r))"
+    done
+  done
+  OVERHEAD_ROWS+=("$(jq -c -n --arg c "$c" "$PCT"'
+    [inputs | {target: .config.target, recs: .request_records}] as $runs
+    | [$runs[] | select(.target == "router") | .recs[]] as $router
+    | [$runs[] | select(.target == "pool") | .recs[]] as $pool
+    | ([$router[] | select(.status == "OK") | .ttft_ms]) as $rt
+    | ([$pool[] | select(.status == "OK") | .ttft_ms]) as $pt
+    | ([$router[] | select(.status == "OK") | .e2e_ms]) as $re
+    | ([$pool[] | select(.status == "OK") | .e2e_ms]) as $pe
+    | {concurrency: ($c | tonumber), requests: ($router | length),
+       ok_router: ([$router[] | select(.status == "OK")] | length),
+       ok_pool: ([$pool[] | select(.status == "OK")] | length),
+       router_ttft_p50_ms: ($rt | pct(50)), pool_ttft_p50_ms: ($pt | pct(50)),
+       added_ttft_p50_ms: (($rt | pct(50)) - ($pt | pct(50))),
+       router_ttft_p99_ms: ($rt | pct(99)), pool_ttft_p99_ms: ($pt | pct(99)),
+       added_ttft_p99_ms: (($rt | pct(99)) - ($pt | pct(99))),
+       router_ttft_mean_ms: ($rt | add / length), pool_ttft_mean_ms: ($pt | add / length),
+       added_e2e_p50_ms: (($re | pct(50)) - ($pe | pct(50)))}' \
+    "$OUT_DIR"/router-c"$c"-r*.json "$OUT_DIR"/pool-c"$c"-r*.json)")
 done
 
 printf '%s\n' "${RAMP_ROWS[@]}" | jq -s '.' > "$OUT_DIR/ramp.json"
@@ -140,11 +166,12 @@ jq -r '["streams", "requests", "ok", "failed", "req/s", "tok/s", "peak in flight
 echo
 echo "Router added latency (same requests: router vs decode pool DecodePool/Decode), ms"
 jq -r '["clients", "requests", "TTFT p50 router", "pool", "added", "TTFT p99 router", "pool",
-        "added", "e2e p50 added"],
+        "added", "TTFT mean added", "e2e p50 added"],
        (.router_overhead[] | [.concurrency, .requests,
         (.router_ttft_p50_ms * 100 | round / 100), (.pool_ttft_p50_ms * 100 | round / 100),
         (.added_ttft_p50_ms * 100 | round / 100), (.router_ttft_p99_ms * 100 | round / 100),
         (.pool_ttft_p99_ms * 100 | round / 100), (.added_ttft_p99_ms * 100 | round / 100),
+        ((.router_ttft_mean_ms - .pool_ttft_mean_ms) * 100 | round / 100),
         (.added_e2e_p50_ms * 100 | round / 100)]) | @tsv' \
   "$OUT_DIR/load-run.json" | column -t -s $'\t'
 echo
