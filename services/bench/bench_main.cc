@@ -1,8 +1,11 @@
 // `cpserve bench`: a load generator for the router's public API (or a decode pool's own
 // Decode, to measure what the router adds). Flags of its own are defined here; the ones it
 // shares with other subcommands (--address, --json, --timeout_ms) live in services/cli.
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -93,6 +96,38 @@ class ProgressPrinter {
  private:
   bool bar_;
   int64_t last_decile_ = 0;
+};
+
+// Set by the first SIGINT/SIGTERM of the measured run: stop sending, cancel what is in
+// flight and report what finished. The handler then falls back to the default, so a
+// second Ctrl-C ends the process at once.
+std::atomic<bool> g_stop{false};
+
+extern "C" void OnStopSignal(int sig) {
+  g_stop.store(true);
+  signal(sig, SIG_DFL);
+}
+
+// Installs OnStopSignal for SIGINT and SIGTERM while alive; restores the old handlers.
+class StopSignals {
+ public:
+  StopSignals() {
+    struct sigaction sa {};
+    sa.sa_handler = OnStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
 };
 
 struct ModelFacts {
@@ -224,23 +259,34 @@ int RunBench(const std::vector<std::string>& args) {
   std::random_device rd;
   load.request_id_prefix = absl::StrFormat("bench-%d-%08x", getpid(), rd());
 
+  // Ctrl-C (or SIGTERM) from here on stops the run and reports what finished.
+  StopSignals signals;
+  load.stop = &g_stop;
   if (!warmups.empty()) {
     bench::LoadOptions w = load;
     w.request_rate = 0;
     w.concurrency = std::min<int64_t>(load.concurrency, warmup);
     w.request_id_prefix += "-warmup";
     const bench::LoadResult r = bench::RunLoad(*channels, conn, warmups, w, nullptr);
-    int64_t failed = 0;
-    for (const auto& rec : r.records) failed += rec.status != "OK";
-    if (failed > 0) {
-      std::cerr << "cpserve bench: " << failed << " of " << warmup
-                << " warm-up requests failed (first: " << r.records.front().status << " "
-                << r.records.front().error << ")\n";
+    if (r.stopped) return Fail("interrupted during the warm-up", 130);
+    const auto failed =
+        std::find_if(r.records.begin(), r.records.end(),
+                     [](const bench::RequestRecord& x) { return x.status != "OK"; });
+    if (failed != r.records.end()) {
+      std::cerr << "cpserve bench: "
+                << std::count_if(r.records.begin(), r.records.end(),
+                                 [](const bench::RequestRecord& x) { return x.status != "OK"; })
+                << " of " << warmup << " warm-up requests failed (first: " << failed->status << " "
+                << failed->error << ")\n";
     }
   }
 
   ProgressPrinter progress;
   bench::LoadResult result = bench::RunLoad(*channels, conn, requests, load, std::ref(progress));
+  if (result.stopped) {
+    std::cerr << "\ncpserve bench: interrupted; reporting the " << result.records.size()
+              << " requests sent\n";
+  }
 
   bench::RunConfig config;
   config.target = target;
@@ -255,8 +301,9 @@ int RunBench(const std::vector<std::string>& args) {
   config.prompt_kind = kind;
   config.slo_ttft_ms = absl::GetFlag(FLAGS_slo_ttft_ms);
   config.slo_itl_ms = absl::GetFlag(FLAGS_slo_itl_ms);
-  const BenchReport report = bench::BuildReport(config, std::move(result.records),
-                                                result.duration_s, result.peak_in_flight);
+  BenchReport report = bench::BuildReport(config, std::move(result.records), result.duration_s,
+                                          result.peak_in_flight);
+  report.interrupted = result.stopped;
   const nlohmann::json json = bench::ReportToJson(report, /*with_requests=*/true);
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
     std::ofstream out(path);
@@ -268,7 +315,7 @@ int RunBench(const std::vector<std::string>& args) {
   } else {
     std::cout << bench::FormatReport(report) << std::flush;
   }
-  return 0;
+  return result.stopped ? 130 : 0;
 }
 
 }  // namespace cpserve::cli

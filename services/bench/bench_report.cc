@@ -79,6 +79,7 @@ nlohmann::json ReportToJson(const BenchReport& rep, bool with_requests) {
                  {"prompt_kind", c.prompt_kind},
                  {"slo_ttft_ms", c.slo_ttft_ms},
                  {"slo_itl_ms", c.slo_itl_ms}};
+  j["interrupted"] = rep.interrupted;
   j["duration_s"] = rep.duration_s;
   j["requests"] = rep.requests;
   j["ok"] = rep.ok;
@@ -127,6 +128,11 @@ std::string FormatReport(const BenchReport& rep) {
       c.mode == "open" ? absl::StrFormat("%.2f req/s Poisson", c.request_rate)
                        : absl::StrFormat("%d clients", c.concurrency),
       c.prompt_tokens, c.prompt_kind, c.output_tokens);
+  if (rep.interrupted) {
+    absl::StrAppend(&out, absl::StrFormat("  INTERRUPTED: %d of %d requests sent; streams in "
+                                          "flight were cancelled\n",
+                                          rep.requests, c.num_requests));
+  }
   std::string statuses;
   for (const auto& [code, n] : rep.by_status) {
     absl::StrAppend(&statuses, statuses.empty() ? "" : ", ", code, " ", n);

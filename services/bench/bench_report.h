@@ -45,7 +45,8 @@ struct RunConfig {
 
 struct BenchReport {
   RunConfig config;
-  double duration_s = 0;  // first send to last stream end of the measured requests
+  bool interrupted = false;  // stopped early (SIGINT): records hold only what was sent
+  double duration_s = 0;     // first send to last stream end of the measured requests
   int64_t requests = 0;
   int64_t ok = 0;
   std::map<std::string, int64_t> by_status;

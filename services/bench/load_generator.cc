@@ -51,8 +51,9 @@ void ReadUsage(const v1::DecodeResponse& /*r*/, RequestRecord& /*rec*/) {}
 template <typename Request, typename Response>
 class StreamCall final : public grpc::ClientReadReactor<Response> {
  public:
-  StreamCall(LoadState* state, size_t slot, RequestRecord record, Clock::time_point t0)
-      : state_(state), slot_(slot), record_(std::move(record)), t0_(t0) {}
+  StreamCall(LoadState* state, size_t slot, RequestRecord record, Clock::time_point t0,
+             const std::atomic<bool>* stop)
+      : state_(state), slot_(slot), record_(std::move(record)), t0_(t0), stop_(stop) {}
 
   grpc::ClientContext* context() { return &ctx_; }
   Request* request() { return &req_; }
@@ -81,6 +82,7 @@ class StreamCall final : public grpc::ClientReadReactor<Response> {
       last_ = now;
     }
     ReadUsage(resp_, record_);
+    if (stop_ != nullptr && stop_->load()) ctx_.TryCancel();  // OnDone gets CANCELLED
     this->StartRead(&resp_);
   }
 
@@ -103,6 +105,7 @@ class StreamCall final : public grpc::ClientReadReactor<Response> {
   const size_t slot_;
   RequestRecord record_;
   const Clock::time_point t0_;
+  const std::atomic<bool>* const stop_;
   grpc::ClientContext ctx_;
   Request req_;
   Response resp_;
@@ -137,7 +140,7 @@ class Launcher {
     const std::string id = absl::StrCat(options_.request_id_prefix, "-", p.index);
     const size_t c = next_channel_++ % router_stubs_.size();
     if (options_.target == Target::kRouter) {
-      auto* call = new RouterCall(state_, slot, std::move(rec), t0_);
+      auto* call = new RouterCall(state_, slot, std::move(rec), t0_, options_.stop);
       Prepare(*call->context());
       v1::GenerateRequest& req = *call->request();
       req.set_request_id(id);
@@ -152,7 +155,7 @@ class Launcher {
       router_stubs_[c]->async()->Generate(call->context(), &req, call);
       call->Start();
     } else {
-      auto* call = new PoolCall(state_, slot, std::move(rec), t0_);
+      auto* call = new PoolCall(state_, slot, std::move(rec), t0_, options_.stop);
       Prepare(*call->context());
       v1::DecodeRequest& req = *call->request();
       req.set_request_id(id);
@@ -218,10 +221,13 @@ LoadResult RunLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
   };
 
   int64_t next = 0;
+  bool stopped = false;
   Clock::time_point next_progress = t0 + period;
   std::unique_lock<std::mutex> lock(state.mu);
-  while (state.finished < n) {
-    while (next < n && (open ? Clock::now() >= due_at(next) : state.in_flight < clients)) {
+  while (state.finished < (stopped ? next : n)) {
+    stopped = stopped || (options.stop != nullptr && options.stop->load());
+    while (!stopped && next < n &&
+           (open ? Clock::now() >= due_at(next) : state.in_flight < clients)) {
       ++state.in_flight;
       state.peak_in_flight = std::max(state.peak_in_flight, state.in_flight);
       lock.unlock();
@@ -229,8 +235,9 @@ LoadResult RunLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
       lock.lock();
       ++next;
     }
+    if (stopped && state.finished == next) break;
     Clock::time_point wake = next_progress;
-    if (open && next < n) wake = std::min(wake, due_at(next));
+    if (open && next < n && !stopped) wake = std::min(wake, due_at(next));
     state.cv.wait_until(lock, wake);
     if (Clock::now() >= next_progress) {
       if (on_progress) {
@@ -246,7 +253,9 @@ LoadResult RunLoad(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
   result.duration_s = Ms(state.last_end - t0) / 1000;
   result.peak_in_flight = state.peak_in_flight;
   const Progress last = snapshot();
+  result.stopped = stopped;
   result.records = std::move(state.records);
+  result.records.resize(static_cast<size_t>(next));
   lock.unlock();
   if (on_progress) on_progress(last);
   return result;

@@ -10,6 +10,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -33,6 +34,9 @@ struct LoadOptions {
   bool stream_text = true;  // router only: ask for text deltas besides token ids
   int64_t timeout_ms = 0;   // per-request deadline; 0: none
   std::string request_id_prefix = "bench";
+  // When it becomes true (e.g. from a SIGINT handler): send nothing more, cancel the
+  // streams in flight at their next message, and return what was sent. May be null.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 struct Progress {
@@ -46,8 +50,10 @@ struct Progress {
 };
 
 struct LoadResult {
-  std::vector<RequestRecord> records;  // in the order of `requests`
-  double duration_s = 0;               // first send to last stream end
+  // In the order of `requests`; only those sent when `stop` ended the run early.
+  std::vector<RequestRecord> records;
+  bool stopped = false;
+  double duration_s = 0;  // first send to last stream end
   int64_t peak_in_flight = 0;
 };
 
