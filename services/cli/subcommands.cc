@@ -10,6 +10,7 @@ int RunGenerate(const std::vector<std::string>& args);   // services/client/gene
 int RunPrefill(const std::vector<std::string>& args);    // services/pool/pool_main.cc
 int RunDecode(const std::vector<std::string>& args);     // services/pool/pool_main.cc
 int RunUp(const std::vector<std::string>& args);         // services/up/up.cc
+int RunBench(const std::vector<std::string>& args);      // services/bench/bench_main.cc
 
 // The flags of one pool rank (`prefill` and `decode` take the same).
 const std::vector<std::string> kPoolFlags = {"model",
@@ -75,6 +76,21 @@ const std::vector<Subcommand>& Subcommands() {
        {"address", "prompt", "max_tokens", "temperature", "top_k", "top_p", "seed", "json",
         "timeout_ms", "verbosity"},
        RunGenerate,
+       ""},
+      {"bench",
+       "Load-test a router (or a decode pool directly) and report latency and throughput.",
+       "Sends --num_requests streaming requests to --address, closed loop (--concurrency "
+       "clients) or open loop (--request_rate, Poisson arrivals), after --warmup_requests "
+       "left out, with prompt and output lengths from --prompt_tokens / --output_tokens. "
+       "Reports requests by status, time to first token, inter-token and end-to-end latency "
+       "(mean, p50, p90, p99), tokens/s, requests/s and goodput under --slo_ttft_ms / "
+       "--slo_itl_ms, as a table or JSON. --target=pool sends the same requests to a decode "
+       "pool leader's DecodePool/Decode, to measure what the router adds.",
+       {"address",       "target",        "num_requests",  "warmup_requests", "concurrency",
+        "request_rate",  "prompt_tokens", "output_tokens", "prompt_kind",     "vocab_size",
+        "workload_seed", "ignore_eos",    "stream_text",   "num_channels",    "timeout_ms",
+        "slo_ttft_ms",   "slo_itl_ms",    "json",          "json_out",        "verbosity"},
+       RunBench,
        ""},
       {"make-model",
        "Write the synthetic model (Hugging Face format) to a directory.",
