@@ -217,19 +217,14 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 
   void OnDefaultDeadline() {
     if (done_) return;
-    core_->CountRejection("default_deadline");
-    EndWith(grpc::Status(
-        grpc::StatusCode::DEADLINE_EXCEEDED,
-        absl::StrCat("deadline exceeded: the call set no deadline and the router's default of ",
-                     absl::FormatDuration(core_->options().default_deadline),
-                     " (default_deadline_ms) passed")));
+    EndWith(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "default deadline"));
   }
 
-  // A downstream context: propagates cancellation and the client's deadline, plus the
-  // default deadline when the client gave none.
+  // A downstream context: propagates cancellation and the client's deadline; with the
+  // default deadline, a backstop a little after it (the alarm ends the call first).
   std::unique_ptr<grpc::ClientContext> DownstreamContext() {
     std::unique_ptr<grpc::ClientContext> c = grpc::ClientContext::FromCallbackServerContext(*ctx_);
-    if (default_deadline_) c->set_deadline(*default_deadline_);
+    if (default_deadline_) c->set_deadline(*default_deadline_ + std::chrono::seconds(1));
     return c;
   }
 
@@ -455,8 +450,19 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     MaybeWrite();
   }
 
-  void EndWith(const grpc::Status& status) {
+  void EndWith(grpc::Status status) {
     if (done_) return;
+    if (default_deadline_ && status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+        std::chrono::system_clock::now() >= *default_deadline_) {
+      // The router's default deadline passed (whichever of the alarm and a downstream
+      // call noticed first).
+      core_->CountRejection("default_deadline");
+      status = grpc::Status(
+          grpc::StatusCode::DEADLINE_EXCEEDED,
+          absl::StrCat("deadline exceeded: the call set no deadline and the router's default of ",
+                       absl::FormatDuration(core_->options().default_deadline),
+                       " (default_deadline_ms) passed"));
+    }
     done_ = true;
     CancelDownstream();
     finish_status_ = status;
