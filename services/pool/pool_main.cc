@@ -120,7 +120,7 @@ int RunPool(PoolRole role) {
   // The rendezvous client of the ranks does not speak TLS yet: with mTLS, rank 0 serves
   // the store on a separate plaintext port.
   int rendezvous_port = absl::GetFlag(FLAGS_rendezvous_port);
-  if (mtls && world_size > 1 && rendezvous_port < 0) {
+  if (mtls && world_size > 1 && rank == 0 && rendezvous_port < 0) {
     std::cerr << who << ": --rendezvous_port is required with --mtls_* on a pool of " << world_size
               << " ranks (the rendezvous store does not speak TLS yet)\n";
     return 2;
