@@ -465,6 +465,43 @@ TEST_F(SecurityTest, PromptTokenLimit) {
             std::string::npos);
 }
 
+TEST_F(SecurityTest, InsecureModeSaysSoLoudly) {
+  const std::string plain = insecure_->router.Output();
+  EXPECT_NE(plain.find("INSECURE MODE"), std::string::npos);
+  EXPECT_NE(plain.find("public API (cpserve.v1.Generation): plaintext"), std::string::npos);
+  EXPECT_NE(plain.find("no client authentication"), std::string::npos);
+  EXPECT_NE(insecure_->pool.Output().find("INSECURE MODE"), std::string::npos);
+  EXPECT_EQ(secure_->router.Output().find("INSECURE MODE"), std::string::npos);
+  EXPECT_EQ(secure_->pool.Output().find("INSECURE MODE"), std::string::npos);
+}
+
+// The `cpserve generate` binary: --tls_ca and --token (or $CPSERVE_TOKEN).
+TEST_F(SecurityTest, GenerateCommandWithTlsAndToken) {
+  auto run = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {
+        BinaryPath("cpserve"), "generate", "--address=" + secure_->address,
+        "--max_tokens=5",      "--json",   "--timeout_ms=60000"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back("hello there");
+    return testing::RunCommand(argv, 60s);
+  };
+  const testing::RunResult ok =
+      run({"--tls_ca=" + Cert("ca.pem"), std::string("--token=") + kToken1});
+  ASSERT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_NE(ok.output.find("FINISH_REASON_LENGTH"), std::string::npos) << ok.output;
+  const testing::RunResult no_token = run({"--tls_ca=" + Cert("ca.pem")});
+  EXPECT_EQ(no_token.exit_code, 1);
+  EXPECT_NE(no_token.output.find("UNAUTHENTICATED"), std::string::npos) << no_token.output;
+  const testing::RunResult wrong_ca =
+      run({"--tls_ca=" + Cert("other-ca.pem"), std::string("--token=") + kToken1});
+  EXPECT_EQ(wrong_ca.exit_code, 1);
+  EXPECT_NE(wrong_ca.output.find("UNAVAILABLE"), std::string::npos) << wrong_ca.output;
+  const testing::RunResult missing = run({"--tls_ca=/nonexistent/ca.pem"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.output.find("--tls_ca: cannot open '/nonexistent/ca.pem'"), std::string::npos)
+      << missing.output;
+}
+
 TEST_F(SecurityTest, MessageSizeLimit) {
   auto stub = SecureStub();
   v1::GenerateRequest big;
