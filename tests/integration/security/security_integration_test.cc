@@ -502,6 +502,38 @@ TEST_F(SecurityTest, GenerateCommandWithTlsAndToken) {
       << missing.output;
 }
 
+// --tls_client_ca: the public API also requires a client certificate.
+TEST_F(SecurityTest, RouterRequiringClientCertificates) {
+  Subprocess router;
+  ASSERT_TRUE(
+      router.Start({BinaryPath("cpserve"), "router", "--port=0", "--tls_cert=" + Cert("server.pem"),
+                    "--tls_key=" + Cert("server.key"), "--tls_client_ca=" + Cert("ca.pem")}));
+  const std::string address = WaitForLine(router, "listening on (\\S+)");
+  ASSERT_FALSE(address.empty()) << router.Output();
+  auto info = [&](std::shared_ptr<grpc::ChannelCredentials> creds) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 20s);
+    v1::ModelInfo resp;
+    return v1::Generation::NewStub(grpc::CreateChannel(address, creds))
+        ->GetModelInfo(&ctx, {}, &resp)
+        .error_code();
+  };
+  EXPECT_EQ(info(Tls("ca.pem", "client.pem", "client.key")), grpc::StatusCode::OK);
+  EXPECT_EQ(info(Tls("ca.pem")), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(info(Tls("ca.pem", "other-server.pem", "other-server.key")),
+            grpc::StatusCode::UNAVAILABLE);
+  // `cpserve generate` presents --tls_cert/--tls_key: the handshake passes and the call
+  // reaches the router (which has no pool).
+  const testing::RunResult r =
+      testing::RunCommand({BinaryPath("cpserve"), "generate", "--address=" + address,
+                           "--tls_ca=" + Cert("ca.pem"), "--tls_cert=" + Cert("client.pem"),
+                           "--tls_key=" + Cert("client.key"), "--timeout_ms=20000", "hi"},
+                          60s);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("no live decode pool"), std::string::npos) << r.output;
+  Stop(router);
+}
+
 TEST_F(SecurityTest, MessageSizeLimit) {
   auto stub = SecureStub();
   v1::GenerateRequest big;
