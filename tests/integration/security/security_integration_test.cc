@@ -122,7 +122,19 @@ struct Cluster {
 
 class SecurityTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  // The clusters start with the first test (a failure there fails every test, where a
+  // failing SetUpTestSuite would only skip them) and stop after the last.
+  void SetUp() override {
+    static bool tried = false;
+    if (!tried) {
+      tried = true;
+      StartClusters();
+      ready_ = !HasFailure();
+    }
+    ASSERT_TRUE(ready_) << "the clusters did not start (see the first test's failure)";
+  }
+
+  static void StartClusters() {
     char templ[] = "/tmp/cpserve-security-XXXXXX";
     ASSERT_NE(mkdtemp(templ), nullptr);
     dir_ = new std::string(templ);
@@ -217,6 +229,7 @@ class SecurityTest : public ::testing::Test {
     return r;
   }
 
+  static inline bool ready_ = false;
   static std::string* dir_;
   static Cluster* secure_;
   static Cluster* insecure_;
