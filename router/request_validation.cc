@@ -14,10 +14,22 @@ absl::Status Invalid(absl::string_view field, absl::string_view what) {
 
 }  // namespace
 
+absl::Status CheckPromptTokens(int64_t n, const ValidationLimits& limits) {
+  if (limits.max_prompt_tokens > 0 && n > limits.max_prompt_tokens) {
+    return Invalid("prompt", absl::StrCat(n, " tokens exceed the limit of ",
+                                          limits.max_prompt_tokens, " (max_prompt_tokens)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int32_t> ValidateRequest(absl::Span<const int32_t> prompt_ids, const SamplingSpec& s,
                                         const ValidationLimits& limits) {
   if (prompt_ids.empty()) {
     return Invalid("prompt", "is empty (set prompt.text or prompt.token_ids)");
+  }
+  if (absl::Status s = CheckPromptTokens(static_cast<int64_t>(prompt_ids.size()), limits);
+      !s.ok()) {
+    return s;
   }
   for (size_t i = 0; i < prompt_ids.size(); ++i) {
     if (prompt_ids[i] < 0 || prompt_ids[i] >= limits.vocab_size) {

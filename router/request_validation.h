@@ -19,6 +19,7 @@ struct ValidationLimits {
   int64_t max_context_tokens = 0;  // prompt + output
   int32_t max_stop_strings = 16;
   int32_t max_stop_string_bytes = 256;
+  int64_t max_prompt_tokens = 0;  // the operator's limit on prompt tokens; 0: none
 };
 
 // The sampling fields as the public API carries them (SamplingParams).
@@ -31,8 +32,12 @@ struct SamplingSpec {
   std::vector<std::string> stop;
 };
 
-// Checks the prompt and sampling; returns the effective max_tokens: the given value, or
-// for 0, min(kDefaultMaxTokens, context left after the prompt).
+// The operator's prompt limit alone: INVALID_ARGUMENT "prompt: N tokens exceed the limit
+// of M (max_prompt_tokens)" when limits.max_prompt_tokens > 0 and n is above it.
+absl::Status CheckPromptTokens(int64_t n, const ValidationLimits& limits);
+
+// Checks the prompt (CheckPromptTokens included) and sampling; returns the effective max_tokens:
+// the given value, or for 0, min(kDefaultMaxTokens, context left after the prompt).
 absl::StatusOr<int32_t> ValidateRequest(absl::Span<const int32_t> prompt_ids,
                                         const SamplingSpec& sampling,
                                         const ValidationLimits& limits);

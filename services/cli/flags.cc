@@ -68,3 +68,51 @@ ABSL_FLAG(std::string, cluster_log_dir, "",
           "under $TMPDIR (or /tmp).");
 ABSL_FLAG(int32_t, startup_timeout_ms, 180000,
           "How long `up` waits for every process to report healthy.");
+
+ABSL_FLAG(std::string, tls_cert, "",
+          "Public API TLS: PEM certificate chain. router/up: the router serves "
+          "cpserve.v1.Generation over TLS with it (needs --tls_key); generate: client "
+          "certificate to present (with --tls_key) when the router asks for one. Empty: "
+          "plaintext.");
+ABSL_FLAG(std::string, tls_key, "", "Private key (PEM) of --tls_cert.");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Public API TLS: PEM CA bundle that the router's certificate must chain to "
+          "(generate: setting it turns TLS on; up: used to check the router's health).");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "router: require public clients to present a certificate chaining to this PEM CA "
+          "bundle; empty: clients present none.");
+ABSL_FLAG(std::string, mtls_cert, "",
+          "Internal mutual TLS (router <-> pools): PEM certificate this process presents, as a "
+          "server and as a client. Setting --mtls_cert, --mtls_key and --mtls_ca turns mTLS on; "
+          "on the router the PoolRegistry then moves to --internal_port.");
+ABSL_FLAG(std::string, mtls_key, "", "Private key (PEM) of --mtls_cert.");
+ABSL_FLAG(std::string, mtls_ca, "",
+          "Internal mutual TLS: PEM CA bundle every peer's certificate must chain to.");
+ABSL_FLAG(int32_t, internal_port, 0,
+          "router with mTLS: port of the internal PoolRegistry server (mTLS only, pools "
+          "register there); 0 picks a free port (printed at start). Without mTLS the "
+          "PoolRegistry is served on --port.");
+ABSL_FLAG(int32_t, rendezvous_port, -1,
+          "Pool rank 0: serve the pool's rendezvous store on this separate plaintext port (0 "
+          "picks one, printed at start) instead of --port; then the other ranks' --leader "
+          "must name it. Required with mTLS on a pool of several ranks (the store does not "
+          "speak TLS yet).");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "router: require 'authorization: Bearer <token>' metadata on the public API; the "
+          "file lists the accepted tokens, one per line ('#' starts a comment line). Health "
+          "checks stay open. Empty: no authentication.");
+ABSL_FLAG(std::string, token, "",
+          "generate: bearer token sent as 'authorization: Bearer <token>'; empty: "
+          "$CPSERVE_TOKEN, if set.");
+ABSL_FLAG(int32_t, max_prompt_tokens, 0,
+          "router: prompts longer than this many tokens are rejected with INVALID_ARGUMENT; "
+          "0: only the model's context limits.");
+ABSL_FLAG(int32_t, max_streams_per_client, 0,
+          "router: concurrent Generate streams one client may hold (client = its token with "
+          "--auth_token_file, else its IP address); more get RESOURCE_EXHAUSTED. 0: no limit.");
+ABSL_FLAG(int32_t, max_message_bytes, 0,
+          "Largest gRPC message a server receives or sends, and the client channels too; "
+          "larger ones end the call with RESOURCE_EXHAUSTED. 0: gRPC's default (4 MiB in).");
+ABSL_FLAG(int32_t, default_deadline_ms, 0,
+          "router: deadline of Generate calls that carry none; such a call then ends with "
+          "DEADLINE_EXCEEDED. 0: none.");

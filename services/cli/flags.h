@@ -54,3 +54,19 @@ ABSL_DECLARE_FLAG(int32_t, drain_timeout_ms);
 // up (appended).
 ABSL_DECLARE_FLAG(std::string, cluster_log_dir);
 ABSL_DECLARE_FLAG(int32_t, startup_timeout_ms);
+// Transport security, authentication and limits (issue #10).
+ABSL_DECLARE_FLAG(std::string, tls_cert);
+ABSL_DECLARE_FLAG(std::string, tls_key);
+ABSL_DECLARE_FLAG(std::string, tls_ca);
+ABSL_DECLARE_FLAG(std::string, tls_client_ca);
+ABSL_DECLARE_FLAG(std::string, mtls_cert);
+ABSL_DECLARE_FLAG(std::string, mtls_key);
+ABSL_DECLARE_FLAG(std::string, mtls_ca);
+ABSL_DECLARE_FLAG(int32_t, internal_port);
+ABSL_DECLARE_FLAG(int32_t, rendezvous_port);
+ABSL_DECLARE_FLAG(std::string, auth_token_file);
+ABSL_DECLARE_FLAG(std::string, token);
+ABSL_DECLARE_FLAG(int32_t, max_prompt_tokens);
+ABSL_DECLARE_FLAG(int32_t, max_streams_per_client);
+ABSL_DECLARE_FLAG(int32_t, max_message_bytes);
+ABSL_DECLARE_FLAG(int32_t, default_deadline_ms);

@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <iterator>
 
@@ -14,6 +15,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "services/cli/flags.h"
 #include "services/common/grpc_status.h"
+#include "services/common/tls.h"
 
 namespace cpserve::cli {
 namespace {
@@ -62,10 +64,33 @@ int RunGenerate(const std::vector<std::string>& args) {
   s->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
   if (absl::GetFlag(FLAGS_seed) >= 0) s->set_seed(static_cast<uint64_t>(absl::GetFlag(FLAGS_seed)));
 
-  auto channel =
-      grpc::CreateChannel(absl::GetFlag(FLAGS_address), grpc::InsecureChannelCredentials());
+  // TLS when --tls_ca is given (plus a client certificate with --tls_cert/--tls_key).
+  const service::TlsFiles tls{.cert = absl::GetFlag(FLAGS_tls_cert),
+                              .key = absl::GetFlag(FLAGS_tls_key),
+                              .ca = absl::GetFlag(FLAGS_tls_ca),
+                              .cert_flag = "tls_cert",
+                              .key_flag = "tls_key",
+                              .ca_flag = "tls_ca"};
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds =
+      service::ChannelCredentialsOrInsecure(tls);
+  if (!creds.ok()) {
+    std::cerr << "cpserve generate: " << creds.status() << "\n";
+    return 2;
+  }
+  grpc::ChannelArguments channel_args;
+  if (const int32_t max = absl::GetFlag(FLAGS_max_message_bytes); max > 0) {
+    channel_args.SetMaxReceiveMessageSize(max);
+    channel_args.SetMaxSendMessageSize(max);
+  }
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_address), *creds, channel_args);
   auto stub = v1::Generation::NewStub(channel);
   grpc::ClientContext ctx;
+  std::string token = absl::GetFlag(FLAGS_token);
+  if (token.empty()) {
+    const char* env = std::getenv("CPSERVE_TOKEN");
+    if (env != nullptr) token = env;
+  }
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
   if (const int32_t ms = absl::GetFlag(FLAGS_timeout_ms); ms > 0) {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
   }

@@ -106,8 +106,13 @@ absl::Status GrpcServer::Start() {
   grpc::ServerBuilder builder;
   // Without SO_REUSEPORT a port already in use is an error instead of a shared port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(absl::StrCat(options_.host, ":", options_.port),
-                           grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(
+      absl::StrCat(options_.host, ":", options_.port),
+      options_.credentials ? options_.credentials : grpc::InsecureServerCredentials(), &port_);
+  if (options_.max_message_bytes > 0) {
+    builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+    builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  }
   for (grpc::Service* s : services_) builder.RegisterService(s);
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
@@ -120,6 +125,7 @@ absl::Status GrpcServer::Start() {
   health->SetServingStatus(true);  // "" = the whole server
   for (const std::string& name : service_names_) health->SetServingStatus(name, true);
   LOG(INFO) << options_.name << ": serving on " << address()
+            << (options_.credentials ? " (TLS)" : " (plaintext)")
             << (metrics_->port() >= 0 ? absl::StrCat(", metrics on port ", metrics_->port())
                                       : std::string());
   return absl::OkStatus();

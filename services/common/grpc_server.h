@@ -27,6 +27,7 @@
 
 namespace grpc {
 class Server;
+class ServerCredentials;
 class Service;
 }  // namespace grpc
 
@@ -50,6 +51,11 @@ struct ServerOptions {
   int metrics_port = -1;         // -1: no /metrics endpoint; 0: pick a free port
   std::string name = "cpserve";  // for logs
   absl::Duration drain_grace = absl::Seconds(10);
+  // Null: plaintext (grpc::InsecureServerCredentials). See services/common/tls.h.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  // Largest message received or sent; 0: gRPC's defaults (4 MiB in, unlimited out).
+  // A larger one ends the call with RESOURCE_EXHAUSTED.
+  int max_message_bytes = 0;
 };
 
 class GrpcServer {

@@ -19,6 +19,7 @@
 #include "glog/logging.h"
 #include "services/cli/flags.h"
 #include "services/common/grpc_server.h"
+#include "services/common/tls.h"
 #include "services/pool/pool_metrics.h"
 #include "services/pool/pool_registrar.h"
 #include "services/pool/pool_service.h"
@@ -97,19 +98,67 @@ int RunPool(PoolRole role) {
   const uint64_t epoch = (static_cast<uint64_t>(std::random_device{}()) << 32) ^
                          std::random_device{}() ^ static_cast<uint64_t>(getpid());
 
+  // Internal mTLS: this rank's server requires certificates of the internal CA (the
+  // router's calls), and the registrar presents the pool's certificate to the router.
+  const service::TlsFiles mtls_files{.cert = absl::GetFlag(FLAGS_mtls_cert),
+                                     .key = absl::GetFlag(FLAGS_mtls_key),
+                                     .ca = absl::GetFlag(FLAGS_mtls_ca),
+                                     .cert_flag = "mtls_cert",
+                                     .key_flag = "mtls_key",
+                                     .ca_flag = "mtls_ca"};
+  const bool mtls = !mtls_files.empty();
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server_creds =
+      service::ServerCredentialsOrInsecure(mtls_files, service::ClientCertPolicy::kRequire);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> router_creds =
+      service::ChannelCredentialsOrInsecure(mtls_files);
+  for (const absl::Status& s : {server_creds.status(), router_creds.status()}) {
+    if (!s.ok()) {
+      std::cerr << who << ": " << s << "\n";
+      return 2;
+    }
+  }
+  // The rendezvous client of the ranks does not speak TLS yet: with mTLS, rank 0 serves
+  // the store on a separate plaintext port.
+  int rendezvous_port = absl::GetFlag(FLAGS_rendezvous_port);
+  if (mtls && world_size > 1 && rank == 0 && rendezvous_port < 0) {
+    std::cerr << who << ": --rendezvous_port is required with --mtls_* on a pool of " << world_size
+              << " ranks (the rendezvous store does not speak TLS yet)\n";
+    return 2;
+  }
+  std::vector<std::string> unprotected;
+  if (!mtls) unprotected.push_back("pool API and router registration: plaintext (no --mtls_*)");
+  if (world_size > 1 && (rendezvous_port >= 0 || !mtls)) {
+    unprotected.push_back("the pool's rendezvous store: plaintext, unauthenticated");
+  }
+  if (rank == 0) service::WarnInsecure(who, unprotected);
+
   // The shared server: health, reflection, graceful stop, /metrics.
   service::GrpcServer server({.host = host,
                               .port = absl::GetFlag(FLAGS_port),
                               .metrics_port = absl::GetFlag(FLAGS_metrics_port),
-                              .name = absl::StrCat(role_name, " pool ", pool, " rank ", rank)});
+                              .name = absl::StrCat(role_name, " pool ", pool, " rank ", rank),
+                              .credentials = *server_creds,
+                              .max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes)});
   PoolMetrics metrics(server.metrics().registry(), pool, role_name, rank);
   PoolCore core(&metrics, epoch);
   std::unique_ptr<comm::RendezvousService> rendezvous;
+  std::unique_ptr<comm::RendezvousServer> rendezvous_server;  // with --rendezvous_port
   std::unique_ptr<grpc::Service> api;
   std::vector<std::string> service_names;
   if (rank == 0) {
-    rendezvous = std::make_unique<comm::RendezvousService>();
-    server.AddService(rendezvous.get(), v1::Rendezvous::service_full_name());
+    if (rendezvous_port >= 0) {
+      absl::StatusOr<std::unique_ptr<comm::RendezvousServer>> rs =
+          comm::RendezvousServer::Start(HostPort(host, rendezvous_port));
+      if (!rs.ok()) {
+        std::cerr << who << ": rendezvous store: " << rs.status() << "\n";
+        return 1;
+      }
+      rendezvous_server = *std::move(rs);
+      rendezvous_port = rendezvous_server->port();
+    } else {
+      rendezvous = std::make_unique<comm::RendezvousService>();
+      server.AddService(rendezvous.get(), v1::Rendezvous::service_full_name());
+    }
     if (role == PoolRole::kDecode) {
       api = std::make_unique<DecodePoolService>(&core);
       service_names.push_back(v1::DecodePool::service_full_name());
@@ -129,14 +178,21 @@ int RunPool(PoolRole role) {
   const std::string advertise = AdvertiseHost(host);
   const std::string address = HostPort(advertise, server.port());
   std::cout << who << ": listening on " << HostPort(host, server.port()) << " (advertised "
-            << address << "), metrics port " << server.metrics().port() << std::endl;
+            << address << "), metrics port " << server.metrics().port()
+            << (mtls ? ", mTLS" : ", plaintext") << std::endl;
+  if (rendezvous_server) {
+    std::cout << who << ": rendezvous store on " << HostPort(host, rendezvous_port)
+              << " (plaintext)" << std::endl;
+  }
 
   PoolEngineOptions eo;
   eo.role = role;
   eo.pool = pool;
   eo.rank = rank;
   eo.world_size = world_size;
-  eo.leader_address = rank == 0 ? address : absl::GetFlag(FLAGS_leader);
+  eo.leader_address = rank != 0           ? absl::GetFlag(FLAGS_leader)
+                      : rendezvous_server ? HostPort(advertise, rendezvous_port)
+                                          : address;
   eo.listen_host = advertise;
   eo.model_dir = *model_dir;
   eo.device = absl::GetFlag(FLAGS_device);
@@ -150,6 +206,7 @@ int RunPool(PoolRole role) {
   if (!engine.ok()) {
     std::cerr << who << ": the pool engine failed to start: " << engine.status() << std::endl;
     if (rendezvous) rendezvous->Shutdown();
+    rendezvous_server.reset();
     server.Shutdown(absl::Milliseconds(500));
     return 1;
   }
@@ -162,6 +219,7 @@ int RunPool(PoolRole role) {
   if (rank == 0 && !absl::GetFlag(FLAGS_router).empty()) {
     RegistrarOptions ro;
     ro.router = absl::GetFlag(FLAGS_router);
+    if (mtls) ro.credentials = *router_creds;
     ro.interval = absl::Milliseconds(std::max(50, absl::GetFlag(FLAGS_heartbeat_interval_ms)));
     ro.registration.set_pool(pool);
     ro.registration.set_role(role == PoolRole::kPrefill ? v1::POOL_ROLE_PREFILL
@@ -208,6 +266,7 @@ int RunPool(PoolRole role) {
   }
   core.AbortAll(absl::UnavailableError(absl::StrCat("pool ", pool, " is shutting down")));
   if (rendezvous) rendezvous->Shutdown();
+  rendezvous_server.reset();
   // Every call is finished or aborted by now. The grace only bounds the wait for idle
   // clients to close their connections after GOAWAY (a client that is not polling
   // notices it only on its 5 s backup poll); after it, gRPC drops them.

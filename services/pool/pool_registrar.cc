@@ -12,9 +12,9 @@ namespace cpserve::services {
 
 class Registrar::Client {
  public:
-  explicit Client(const std::string& router)
-      : stub_(v1::PoolRegistry::NewStub(
-            grpc::CreateChannel(router, grpc::InsecureChannelCredentials()))) {}
+  Client(const std::string& router, std::shared_ptr<grpc::ChannelCredentials> credentials)
+      : stub_(v1::PoolRegistry::NewStub(grpc::CreateChannel(
+            router, credentials ? credentials : grpc::InsecureChannelCredentials()))) {}
   v1::PoolRegistry::Stub& stub() { return *stub_; }
 
  private:
@@ -24,7 +24,7 @@ class Registrar::Client {
 Registrar::Registrar(RegistrarOptions options, std::function<v1::PoolLoad()> load)
     : options_(std::move(options)),
       load_(std::move(load)),
-      client_(std::make_unique<Client>(options_.router)) {
+      client_(std::make_unique<Client>(options_.router, options_.credentials)) {
   options_.registration.set_heartbeat_interval_ms(
       static_cast<int32_t>(absl::ToInt64Milliseconds(options_.interval)));
   thread_ = std::thread([this] { Loop(); });

@@ -14,10 +14,16 @@
 #include "absl/time/time.h"
 #include "cpserve/v1/pool.pb.h"
 
+namespace grpc {
+class ChannelCredentials;
+}  // namespace grpc
+
 namespace cpserve::services {
 
 struct RegistrarOptions {
   std::string router;  // host:port of the router's PoolRegistry
+  // Null: plaintext. With mTLS, the pool's certificate and the internal CA (tls.h).
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   v1::RegisterPoolRequest registration;
   absl::Duration interval = absl::Seconds(1);
 };

@@ -1,6 +1,7 @@
 #include "services/router/generate_reactor.h"
 
 #include <glog/logging.h>
+#include <grpcpp/alarm.h>
 #include <prometheus/histogram.h>
 
 #include <chrono>
@@ -43,10 +44,11 @@ struct UnaryCall {
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
   GenerateReactor(RouterCore* core, grpc::CallbackServerContext* ctx,
-                  const v1::GenerateRequest* req)
+                  const v1::GenerateRequest* req, std::string client)
       : core_(core),
         ctx_(ctx),
         req_(*req),
+        client_id_(std::move(client)),
         detok_(&core->tokenizer(), /*skip_special=*/true),
         t0_(Clock::now()) {
     core_->ReactorStarted();
@@ -54,6 +56,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   }
 
   ~GenerateReactor() override {
+    if (client_stream_held_) core_->ReleaseClientStream(client_id_);  // normally at Finish
     for (const std::string& pool : held_pools_) core_->AddInflight(pool, -1);
     core_->ReactorEnded();
   }
@@ -166,16 +169,63 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     spec.top_p = sp.top_p();
     spec.stop_token_ids.assign(sp.stop_token_ids().begin(), sp.stop_token_ids().end());
     spec.stop.assign(sp.stop().begin(), sp.stop().end());
+    if (absl::Status s = CheckPromptTokens(static_cast<int64_t>(prompt_.size()), core_->limits());
+        !s.ok()) {
+      core_->CountRejection("prompt_too_long");
+      return EndWith(ToGrpc(s));
+    }
     absl::StatusOr<int32_t> max_tokens = ValidateRequest(prompt_, spec, core_->limits());
-    if (!max_tokens.ok()) return EndWith(ToGrpc(max_tokens.status()));
-    if (absl::Status s = core_->Admit(); !s.ok()) return EndWith(ToGrpc(s));
+    if (!max_tokens.ok()) {
+      core_->CountRejection("invalid_argument");
+      return EndWith(ToGrpc(max_tokens.status()));
+    }
+    if (absl::Status s = core_->AcquireClientStream(client_id_); !s.ok()) {
+      core_->CountRejection("client_stream_limit");
+      return EndWith(ToGrpc(s));
+    }
+    client_stream_held_ = true;
+    if (absl::Status s = core_->Admit(); !s.ok()) {
+      core_->CountRejection(s.code() == absl::StatusCode::kUnavailable ? "draining"
+                                                                       : "router_full");
+      return EndWith(ToGrpc(s));
+    }
     admitted_ = true;
+    StartDefaultDeadline();
     sampling_ = sp;
     sampling_.set_max_tokens(*max_tokens);
     stops_.emplace(spec.stop);
     stream_text_ = !req_.has_stream_text() || req_.stream_text();
     t_dispatch_ = Clock::now();
     Dispatch(/*local_only=*/false);
+  }
+
+  // A call without a deadline gets the router's default one (--default_deadline_ms): an
+  // alarm ends it with DEADLINE_EXCEEDED, and the downstream calls carry that deadline.
+  void StartDefaultDeadline() {
+    const absl::Duration d = core_->options().default_deadline;
+    if (d <= absl::ZeroDuration()) return;
+    const auto now = std::chrono::system_clock::now();
+    if (ctx_->deadline() < now + std::chrono::hours(24 * 365)) return;  // the client set one
+    default_deadline_ = now + absl::ToChronoMilliseconds(d);
+    alarm_ = std::make_unique<grpc::Alarm>();
+    Ref();  // released by the alarm's callback (fired or cancelled)
+    alarm_->Set(*default_deadline_, [this](bool fired) {
+      if (fired) Post([this] { OnDefaultDeadline(); });
+      Unref();
+    });
+  }
+
+  void OnDefaultDeadline() {
+    if (done_) return;
+    EndWith(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "default deadline"));
+  }
+
+  // A downstream context: propagates cancellation and the client's deadline; with the
+  // default deadline, a backstop a little after it (the alarm ends the call first).
+  std::unique_ptr<grpc::ClientContext> DownstreamContext() {
+    std::unique_ptr<grpc::ClientContext> c = grpc::ClientContext::FromCallbackServerContext(*ctx_);
+    if (default_deadline_) c->set_deadline(*default_deadline_ + std::chrono::seconds(1));
+    return c;
   }
 
   void Dispatch(bool local_only) {
@@ -206,7 +256,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   void StartReserve() {
     auto& call = reserves_.emplace_back(
         std::make_unique<UnaryCall<v1::ReserveRequest, v1::ReserveResponse>>());
-    call->ctx = grpc::ClientContext::FromCallbackServerContext(*ctx_);
+    call->ctx = DownstreamContext();
     call->req.set_request_id(downstream_id_);
     call->req.set_prompt_tokens(static_cast<int32_t>(prompt_.size()));
     call->req.set_max_tokens(sampling_.max_tokens());
@@ -245,7 +295,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   void StartPrefill(const v1::KvTransferTarget& target) {
     auto& call = prefills_.emplace_back(
         std::make_unique<UnaryCall<v1::PrefillRequest, v1::PrefillResponse>>());
-    call->ctx = grpc::ClientContext::FromCallbackServerContext(*ctx_);
+    call->ctx = DownstreamContext();
     call->req.set_request_id(downstream_id_);
     call->req.mutable_prompt_token_ids()->Add(prompt_.begin(), prompt_.end());
     *call->req.mutable_sampling() = sampling_;
@@ -292,7 +342,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   }
 
   void StartDecode(std::optional<int32_t> first_token, const std::string& transfer_id) {
-    decode_ctx_.push_back(grpc::ClientContext::FromCallbackServerContext(*ctx_));
+    decode_ctx_.push_back(DownstreamContext());
     decode_req_.set_request_id(downstream_id_);
     decode_req_.clear_prompt_token_ids();
     decode_req_.mutable_prompt_token_ids()->Add(prompt_.begin(), prompt_.end());
@@ -400,8 +450,19 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     MaybeWrite();
   }
 
-  void EndWith(const grpc::Status& status) {
+  void EndWith(grpc::Status status) {
     if (done_) return;
+    if (default_deadline_ && status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+        std::chrono::system_clock::now() >= *default_deadline_) {
+      // The router's default deadline passed (whichever of the alarm and a downstream
+      // call noticed first).
+      core_->CountRejection("default_deadline");
+      status = grpc::Status(
+          grpc::StatusCode::DEADLINE_EXCEEDED,
+          absl::StrCat("deadline exceeded: the call set no deadline and the router's default of ",
+                       absl::FormatDuration(core_->options().default_deadline),
+                       " (default_deadline_ms) passed"));
+    }
     done_ = true;
     CancelDownstream();
     finish_status_ = status;
@@ -412,6 +473,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 
   // Cancels every downstream call and tells the pools to drop the request's KV.
   void CancelDownstream() {
+    if (alarm_) alarm_->Cancel();  // its callback still runs (not fired) and drops its ref
     for (auto& c : reserves_) c->ctx->TryCancel();
     for (auto& c : prefills_) c->ctx->TryCancel();
     for (auto& c : decode_ctx_) c->TryCancel();
@@ -434,6 +496,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     if (finish_status_) {
       finished_ = true;
       if (admitted_) core_->Release();
+      // Before Finish: once the client sees the status, its next stream is admitted.
+      if (client_stream_held_) core_->ReleaseClientStream(client_id_);
+      client_stream_held_ = false;
       Finish(*finish_status_);
     }
   }
@@ -446,6 +511,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   RouterCore* core_;
   grpc::CallbackServerContext* ctx_;
   const v1::GenerateRequest req_;
+  const std::string client_id_;  // identity for the per-client stream limit
   tokenizer::IncrementalDetokenizer detok_;
   std::optional<StopStringMatcher> stops_;
   const Clock::time_point t0_;
@@ -462,6 +528,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   v1::SamplingParams sampling_;
   bool stream_text_ = true;
   bool admitted_ = false;
+  bool client_stream_held_ = false;
+  std::optional<std::chrono::system_clock::time_point> default_deadline_;
+  std::unique_ptr<grpc::Alarm> alarm_;
 
   // Routing and downstream calls.
   std::string path_;
@@ -500,8 +569,23 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* StartGenerate(RouterCore* core,
                                                               grpc::CallbackServerContext* ctx,
-                                                              const v1::GenerateRequest* req) {
-  return new GenerateReactor(core, ctx, req);
+                                                              const v1::GenerateRequest* req,
+                                                              std::string client) {
+  return new GenerateReactor(core, ctx, req, std::move(client));
+}
+
+namespace {
+
+class RejectedGenerate final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  explicit RejectedGenerate(const absl::Status& s) { Finish(ToGrpc(s)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* RejectGenerate(const absl::Status& status) {
+  return new RejectedGenerate(status);
 }
 
 }  // namespace cpserve::router

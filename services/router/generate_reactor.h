@@ -11,15 +11,23 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <string>
+
+#include "absl/status/status.h"
 #include "cpserve/v1/generation.pb.h"
 
 namespace cpserve::router {
 
 class RouterCore;
 
-// Creates the reactor of one Generate call (it deletes itself when done).
+// Creates the reactor of one Generate call (it deletes itself when done). `client` is the
+// caller's identity for the per-client stream limit (RouterCore::Authenticate).
 grpc::ServerWriteReactor<v1::GenerateResponse>* StartGenerate(RouterCore* core,
                                                               grpc::CallbackServerContext* ctx,
-                                                              const v1::GenerateRequest* req);
+                                                              const v1::GenerateRequest* req,
+                                                              std::string client);
+
+// A reactor that ends the call at once with `status` (e.g. UNAUTHENTICATED).
+grpc::ServerWriteReactor<v1::GenerateResponse>* RejectGenerate(const absl::Status& status);
 
 }  // namespace cpserve::router

@@ -29,8 +29,10 @@ RouterCore::RouterCore(RouterOptions options, tokenizer::Tokenizer tokenizer, Mo
       config_(std::move(config)),
       metrics_(metrics),
       registry_(options_.heartbeat_timeout, options_.forget_after),
-      admission_(options_.max_queued_requests) {
+      admission_(options_.max_queued_requests),
+      client_streams_(options_.max_streams_per_client) {
   limits_.vocab_size = config_.vocab_size;
+  limits_.max_prompt_tokens = options_.max_prompt_tokens;
   limits_.max_context_tokens = config_.max_position_embeddings;
   ttft_ = &metrics_->Histogram("cpserve_router_time_to_first_token_seconds",
                                "Time from receiving a Generate request to its first token.");
@@ -161,12 +163,41 @@ void RouterCore::Release() {
   queue_depth_->Set(static_cast<double>(admission_.in_flight()));
 }
 
+absl::StatusOr<std::string> RouterCore::Authenticate(const grpc::CallbackServerContext& ctx) {
+  if (options_.auth == nullptr) return PeerHost(ctx.peer());
+  const auto& md = ctx.client_metadata();
+  auto it = md.find("authorization");
+  std::optional<absl::string_view> value;
+  if (it != md.end()) value.emplace(it->second.data(), it->second.size());
+  absl::StatusOr<std::string> id = options_.auth->Authenticate(value ? &*value : nullptr);
+  if (!id.ok()) CountRejection("unauthenticated");
+  return id;
+}
+
+absl::Status RouterCore::AcquireClientStream(const std::string& client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return client_streams_.TryAcquire(client);
+}
+
+void RouterCore::ReleaseClientStream(const std::string& client) {
+  std::lock_guard<std::mutex> lock(mu_);
+  client_streams_.Release(client);
+}
+
 std::shared_ptr<PoolClient> RouterCore::Client(const std::string& address) {
   std::lock_guard<std::mutex> lock(mu_);
   std::shared_ptr<PoolClient>& c = clients_[address];
   if (c == nullptr) {
     c = std::make_shared<PoolClient>();
-    c->channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    grpc::ChannelArguments args;
+    if (options_.max_message_bytes > 0) {
+      args.SetMaxReceiveMessageSize(options_.max_message_bytes);
+      args.SetMaxSendMessageSize(options_.max_message_bytes);
+    }
+    c->channel = grpc::CreateCustomChannel(
+        address,
+        options_.pool_credentials ? options_.pool_credentials : grpc::InsecureChannelCredentials(),
+        args);
     c->prefill = v1::PrefillPool::NewStub(c->channel);
     c->decode = v1::DecodePool::NewStub(c->channel);
   }
@@ -217,16 +248,28 @@ void RouterCore::CountRequest(grpc::StatusCode code, const std::string& path) {
       .Increment();
 }
 
+void RouterCore::CountRejection(const std::string& reason) {
+  metrics_
+      ->Counter("cpserve_router_rejections_total",
+                "Public API calls refused by the router's checks, by reason.", {{"reason", reason}})
+      .Increment();
+}
+
 // ---- Generation ----
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) {
-  return StartGenerate(core_, ctx, req);
+  absl::StatusOr<std::string> client = core_->Authenticate(*ctx);
+  if (!client.ok()) return RejectGenerate(client.status());
+  return StartGenerate(core_, ctx, req, *std::move(client));
 }
 
 grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContext* ctx,
                                                       const v1::TokenizeRequest* req,
                                                       v1::TokenizeResponse* resp) {
+  if (absl::StatusOr<std::string> client = core_->Authenticate(*ctx); !client.ok()) {
+    return FinishUnary(ctx, client.status());
+  }
   const tokenizer::Tokenizer& tok = core_->tokenizer();
   std::vector<int32_t> ids = tok.Encode(req->text(), /*add_special=*/false);
   if (req->add_bos() && tok.bos_id().has_value()) ids.insert(ids.begin(), *tok.bos_id());
@@ -241,6 +284,9 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                           const v1::GetModelInfoRequest*,
                                                           v1::ModelInfo* resp) {
+  if (absl::StatusOr<std::string> client = core_->Authenticate(*ctx); !client.ok()) {
+    return FinishUnary(ctx, client.status());
+  }
   const ModelConfig& c = core_->config();
   const tokenizer::Tokenizer& tok = core_->tokenizer();
   resp->set_name(core_->options().model_name);

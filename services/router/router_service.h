@@ -19,6 +19,8 @@
 #include "cpserve/v1/generation.grpc.pb.h"
 #include "cpserve/v1/pool.grpc.pb.h"
 #include "router/admission.h"
+#include "router/auth_tokens.h"
+#include "router/client_stream_limiter.h"
 #include "router/pool_registry.h"
 #include "router/request_validation.h"
 #include "router/routing_policy.h"
@@ -45,6 +47,14 @@ struct RouterOptions {
   absl::Duration reservation_ttl = absl::Seconds(60);
   // Deadline of the best-effort Cancel calls sent to pools.
   absl::Duration cancel_timeout = absl::Seconds(2);
+
+  // Limits and security (0 / null: off).
+  int32_t max_prompt_tokens = 0;
+  int32_t max_streams_per_client = 0;
+  absl::Duration default_deadline = absl::ZeroDuration();      // for calls without a deadline
+  std::shared_ptr<const TokenAuthenticator> auth;              // bearer tokens on the public API
+  std::shared_ptr<grpc::ChannelCredentials> pool_credentials;  // router -> pools; null: plaintext
+  int max_message_bytes = 0;                                   // router -> pools channels
 };
 
 // Channels and stubs of one pool leader.
@@ -80,6 +90,13 @@ class RouterCore {
   void Release();
   void StartDraining() { draining_ = true; }
 
+  // The caller's identity for per-client limits: its token identity ("token-<line>") when
+  // auth is on (UNAUTHENTICATED when its metadata does not pass), else its IP address.
+  absl::StatusOr<std::string> Authenticate(const grpc::CallbackServerContext& ctx);
+  // Per-client concurrent streams (RESOURCE_EXHAUSTED over max_streams_per_client).
+  absl::Status AcquireClientStream(const std::string& client);
+  void ReleaseClientStream(const std::string& client);
+
   // Shared channel to a pool leader (created on first use).
   std::shared_ptr<PoolClient> Client(const std::string& address);
   // Best-effort, fire-and-forget Cancel of `request_id` on a pool (frees its KV).
@@ -95,6 +112,9 @@ class RouterCore {
 
   // Metrics.
   void CountRequest(grpc::StatusCode code, const std::string& path);
+  // cpserve_router_rejections_total{reason}: unauthenticated, prompt_too_long,
+  // invalid_argument, client_stream_limit, router_full, draining, default_deadline.
+  void CountRejection(const std::string& reason);
   prometheus::Histogram& ttft() { return *ttft_; }
   prometheus::Histogram& inter_token() { return *itl_; }
 
@@ -114,6 +134,7 @@ class RouterCore {
   std::mutex mu_;
   PoolRegistry registry_;
   AdmissionController admission_;
+  ClientStreamLimiter client_streams_;
   std::map<std::string, std::shared_ptr<PoolClient>> clients_;
   std::atomic<bool> draining_{false};
   std::atomic<uint64_t> next_request_{1};

@@ -13,6 +13,12 @@ namespace cpserve::up {
 
 absl::StatusOr<HealthStatus> CheckHealth(const std::string& address, const std::string& service,
                                          absl::Duration timeout) {
+  return CheckHealth(address, service, timeout, nullptr);
+}
+
+absl::StatusOr<HealthStatus> CheckHealth(const std::string& address, const std::string& service,
+                                         absl::Duration timeout,
+                                         std::shared_ptr<grpc::ChannelCredentials> credentials) {
   if (service.size() > 127) return absl::InvalidArgumentError("service name too long");
   // HealthCheckRequest { string service = 1; }
   std::string request;
@@ -25,7 +31,8 @@ absl::StatusOr<HealthStatus> CheckHealth(const std::string& address, const std::
   grpc::ByteBuffer req(&slice, 1);
   grpc::ByteBuffer resp;
 
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(address, credentials ? credentials : grpc::InsecureChannelCredentials());
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));

@@ -3,10 +3,15 @@
 // messages written and read by hand.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+
+namespace grpc {
+class ChannelCredentials;
+}  // namespace grpc
 
 namespace cpserve::up {
 
@@ -16,5 +21,9 @@ enum class HealthStatus { kUnknown, kServing, kNotServing, kServiceUnknown };
 // are the call's status (UNAVAILABLE while nothing listens, DEADLINE_EXCEEDED...).
 absl::StatusOr<HealthStatus> CheckHealth(const std::string& address, const std::string& service,
                                          absl::Duration timeout);
+// The same over `credentials` (TLS / mTLS; null: plaintext).
+absl::StatusOr<HealthStatus> CheckHealth(const std::string& address, const std::string& service,
+                                         absl::Duration timeout,
+                                         std::shared_ptr<grpc::ChannelCredentials> credentials);
 
 }  // namespace cpserve::up

@@ -19,6 +19,7 @@
 #include "glog/logging.h"
 #include "services/cli/flags.h"
 #include "services/common/grpc_server.h"
+#include "services/common/tls.h"
 #include "services/up/child_process.h"
 #include "services/up/health_probe.h"
 #include "worker/builtin/builtin_model.h"
@@ -34,7 +35,16 @@ struct Member {
   std::string address;  // host:port of its gRPC server (health checks)
   std::string role;     // "router", "prefill pool", "decode pool"
   bool healthy = false;
+  std::shared_ptr<grpc::ChannelCredentials> probe_credentials;  // null: plaintext
 };
+
+// "--name=value" for every non-empty string flag / positive int flag of `names`.
+void ForwardFlags(std::vector<std::string>& argv,
+                  const std::vector<std::pair<std::string, std::string>>& values) {
+  for (const auto& [name, value] : values) {
+    if (!value.empty() && value != "0") argv.push_back(absl::StrCat("--", name, "=", value));
+  }
+}
 
 absl::StatusOr<std::string> MakeLogDir() {
   std::string dir = absl::GetFlag(FLAGS_cluster_log_dir);
@@ -112,6 +122,56 @@ int Up() {
     if (n > 0) exe.assign(buf, static_cast<size_t>(n));
   }
   const std::string verbosity = absl::StrCat("--verbosity=", absl::GetFlag(FLAGS_verbosity));
+
+  // Security: the router's public side (TLS, tokens, limits) and the internal mTLS of
+  // every process. `up` checks the children's health over the same credentials.
+  const service::TlsFiles public_tls{.cert = absl::GetFlag(FLAGS_tls_cert),
+                                     .key = absl::GetFlag(FLAGS_tls_key),
+                                     .ca = absl::GetFlag(FLAGS_tls_ca),
+                                     .cert_flag = "tls_cert",
+                                     .key_flag = "tls_key",
+                                     .ca_flag = "tls_ca"};
+  const service::TlsFiles mtls_files{.cert = absl::GetFlag(FLAGS_mtls_cert),
+                                     .key = absl::GetFlag(FLAGS_mtls_key),
+                                     .ca = absl::GetFlag(FLAGS_mtls_ca),
+                                     .cert_flag = "mtls_cert",
+                                     .key_flag = "mtls_key",
+                                     .ca_flag = "mtls_ca"};
+  const bool mtls = !mtls_files.empty();
+  std::shared_ptr<grpc::ChannelCredentials> router_probe, pool_probe;
+  if (!public_tls.empty()) {
+    // The router's server side needs cert + key; `up` trusts --tls_ca to probe it.
+    absl::Status s =
+        service::MakeServerCredentials(public_tls, service::ClientCertPolicy::kNone).status();
+    service::TlsFiles trust;  // no client certificate
+    trust.ca = public_tls.ca;
+    trust.ca_flag = "tls_ca";
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> c =
+        service::MakeChannelCredentials(trust);
+    if (s.ok() && !c.ok()) s = c.status();
+    if (!s.ok()) {
+      std::cerr << "cpserve up: " << s << "\n";
+      return 2;
+    }
+    router_probe = *c;
+  }
+  if (mtls) {
+    absl::Status s =
+        service::MakeServerCredentials(mtls_files, service::ClientCertPolicy::kRequire).status();
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> c =
+        service::MakeChannelCredentials(mtls_files);
+    if (s.ok() && !c.ok()) s = c.status();
+    if (!s.ok()) {
+      std::cerr << "cpserve up: " << s << "\n";
+      return 2;
+    }
+    pool_probe = *c;
+  }
+  const std::vector<std::pair<std::string, std::string>> mtls_args = {
+      {"mtls_cert", mtls_files.cert},
+      {"mtls_key", mtls_files.key},
+      {"mtls_ca", mtls_files.ca},
+      {"max_message_bytes", absl::StrCat(absl::GetFlag(FLAGS_max_message_bytes))}};
   std::vector<Member> members;
   std::vector<std::string> summary;
 
@@ -124,18 +184,41 @@ int Up() {
     return 1;
   }
   const std::string router_address = absl::StrCat(host, ":", *router_port);
+  // With mTLS the pools register on the router's internal port.
+  std::string registry_address = router_address;
   {
     Member m;
     m.role = "router";
     m.address = router_address;
-    m.process = std::make_unique<ChildProcess>(
+    m.probe_credentials = router_probe;
+    std::vector<std::string> argv = {
+        exe,
         "router",
-        std::vector<std::string>{
-            exe, "router", "--model=" + *model, "--host=" + host,
-            absl::StrCat("--port=", *router_port), absl::StrCat("--metrics_port=", *router_metrics),
-            absl::StrCat("--long_prompt_tokens=", absl::GetFlag(FLAGS_long_prompt_tokens)),
-            verbosity},
-        *log_dir + "/router.log");
+        "--model=" + *model,
+        "--host=" + host,
+        absl::StrCat("--port=", *router_port),
+        absl::StrCat("--metrics_port=", *router_metrics),
+        absl::StrCat("--long_prompt_tokens=", absl::GetFlag(FLAGS_long_prompt_tokens)),
+        verbosity};
+    ForwardFlags(
+        argv,
+        {{"tls_cert", public_tls.cert},
+         {"tls_key", public_tls.key},
+         {"auth_token_file", absl::GetFlag(FLAGS_auth_token_file)},
+         {"max_prompt_tokens", absl::StrCat(absl::GetFlag(FLAGS_max_prompt_tokens))},
+         {"max_streams_per_client", absl::StrCat(absl::GetFlag(FLAGS_max_streams_per_client))},
+         {"default_deadline_ms", absl::StrCat(absl::GetFlag(FLAGS_default_deadline_ms))}});
+    ForwardFlags(argv, mtls_args);
+    if (mtls) {
+      absl::StatusOr<int> internal_port = PickFreePort(host);
+      if (!internal_port.ok()) {
+        std::cerr << "cpserve up: " << internal_port.status() << "\n";
+        return 1;
+      }
+      argv.push_back(absl::StrCat("--internal_port=", *internal_port));
+      registry_address = absl::StrCat(host, ":", *internal_port);
+    }
+    m.process = std::make_unique<ChildProcess>("router", std::move(argv), *log_dir + "/router.log");
     summary.push_back(absl::StrCat("  router   ", router_address,
                                    metrics ? absl::StrCat("  metrics :", *router_metrics) : ""));
     members.push_back(std::move(m));
@@ -151,7 +234,16 @@ int Up() {
       Member m;
       m.role = role + " pool";
       m.address = absl::StrCat(host, ":", *port);
+      m.probe_credentials = pool_probe;
       if (r == 0) leader = m.address;
+      // With mTLS, rank 0 serves the (plaintext) rendezvous store on a port of its own.
+      std::string rendezvous_flag;
+      if (r == 0 && mtls && ranks > 1) {
+        absl::StatusOr<int> rport = PickFreePort(host);
+        if (!rport.ok()) return rport.status();
+        rendezvous_flag = absl::StrCat("--rendezvous_port=", *rport);
+        leader = absl::StrCat(host, ":", *rport);
+      }
       std::vector<std::string> argv = {
           exe,
           role,
@@ -168,8 +260,10 @@ int Up() {
           absl::StrCat("--num_kv_blocks=", absl::GetFlag(FLAGS_num_kv_blocks)),
           absl::StrCat("--drain_timeout_ms=", absl::GetFlag(FLAGS_drain_timeout_ms)),
           verbosity};
+      ForwardFlags(argv, mtls_args);
       if (r == 0) {
-        argv.push_back("--router=" + router_address);
+        argv.push_back("--router=" + registry_address);
+        if (!rendezvous_flag.empty()) argv.push_back(rendezvous_flag);
       } else {
         argv.push_back("--leader=" + leader);
       }
@@ -219,7 +313,8 @@ int Up() {
         std::cerr << "cpserve up: failed: " << m.process->name() << " did not start\n";
         return 1;
       }
-      absl::StatusOr<HealthStatus> h = CheckHealth(m.address, "", absl::Milliseconds(500));
+      absl::StatusOr<HealthStatus> h =
+          CheckHealth(m.address, "", absl::Milliseconds(500), m.probe_credentials);
       if (h.ok() && *h == HealthStatus::kServing) {
         m.healthy = true;
         ++healthy;
