@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -136,9 +137,11 @@ struct ModelFacts {
   std::vector<int32_t> special_ids;
 };
 
-absl::StatusOr<ModelFacts> GetModelFacts(const std::shared_ptr<grpc::Channel>& channel) {
+absl::StatusOr<ModelFacts> GetModelFacts(const std::shared_ptr<grpc::Channel>& channel,
+                                         const bench::ConnectionOptions& conn) {
   auto stub = v1::Generation::NewStub(channel);
   grpc::ClientContext ctx;
+  bench::ApplyCallCredentials(conn, ctx);
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   v1::ModelInfo info;
   const grpc::Status s = stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info);
@@ -154,10 +157,12 @@ absl::StatusOr<ModelFacts> GetModelFacts(const std::shared_ptr<grpc::Channel>& c
   return f;
 }
 
-bench::Tokenizer RouterTokenizer(const std::shared_ptr<grpc::Channel>& channel) {
+bench::Tokenizer RouterTokenizer(const std::shared_ptr<grpc::Channel>& channel,
+                                 const bench::ConnectionOptions& conn) {
   std::shared_ptr<v1::Generation::Stub> stub = v1::Generation::NewStub(channel);
-  return [stub](const std::string& text, bool add_bos) -> absl::StatusOr<bench::Tokenized> {
+  return [stub, conn](const std::string& text, bool add_bos) -> absl::StatusOr<bench::Tokenized> {
     grpc::ClientContext ctx;
+    bench::ApplyCallCredentials(conn, ctx);
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     v1::TokenizeRequest req;
     req.set_text(text);
@@ -203,7 +208,16 @@ int RunBench(const std::vector<std::string>& args) {
   bench::ConnectionOptions conn;
   conn.address = absl::GetFlag(FLAGS_address);
   conn.num_channels = std::max(1, absl::GetFlag(FLAGS_num_channels));
-  // TLS/auth hook: fill conn.tls_ca / conn.token from the flags `cpserve generate` gets.
+  conn.tls = {.cert = absl::GetFlag(FLAGS_tls_cert),
+              .key = absl::GetFlag(FLAGS_tls_key),
+              .ca = absl::GetFlag(FLAGS_tls_ca),
+              .cert_flag = "tls_cert",
+              .key_flag = "tls_key",
+              .ca_flag = "tls_ca"};
+  conn.token = absl::GetFlag(FLAGS_token);
+  if (conn.token.empty()) {
+    if (const char* env = std::getenv("CPSERVE_TOKEN"); env != nullptr) conn.token = env;
+  }
   auto channels = bench::MakeChannels(conn);
   if (!channels.ok()) return Fail(channels.status().ToString());
   for (const auto& ch : *channels) {
@@ -218,7 +232,7 @@ int RunBench(const std::vector<std::string>& args) {
   work.seed = static_cast<uint64_t>(absl::GetFlag(FLAGS_workload_seed));
   work.vocab_size = absl::GetFlag(FLAGS_vocab_size);
   if (target == "router") {
-    absl::StatusOr<ModelFacts> facts = GetModelFacts(channels->front());
+    absl::StatusOr<ModelFacts> facts = GetModelFacts(channels->front(), conn);
     if (!facts.ok()) return Fail(facts.status().ToString());
     if (prompt_spec->Max() + output_spec->Max() > facts->max_context) {
       return Fail(absl::StrCat("prompt + output up to ", prompt_spec->Max() + output_spec->Max(),
@@ -236,7 +250,7 @@ int RunBench(const std::vector<std::string>& args) {
   constexpr int64_t kWarmupFirstIndex = int64_t{1} << 40;  // distinct from measured ones
   std::vector<PlannedRequest> requests, warmups;
   if (kind == "text") {
-    const bench::Tokenizer tok = RouterTokenizer(channels->front());
+    const bench::Tokenizer tok = RouterTokenizer(channels->front(), conn);
     auto built = bench::BuildTextRequests(work, n, 0, tok);
     if (!built.ok()) return Fail(built.status().ToString());
     auto built_warm = bench::BuildTextRequests(work, warmup, kWarmupFirstIndex, tok);

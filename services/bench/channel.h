@@ -1,9 +1,7 @@
 // Channels and per-call credentials of `cpserve bench`.
 //
-// Hook for TLS and auth: `cpserve generate` is getting --tls_ca / --token (another
-// change). When it lands, fill ConnectionOptions from those flags in bench_main.cc and
-// build the credentials here (or call the shared helper of services/client); until then
-// a non-empty tls_ca or token is refused with UNIMPLEMENTED rather than silently ignored.
+// TLS and auth as `cpserve generate` does them: --tls_ca (+ --tls_cert/--tls_key) and a
+// bearer token (--token or $CPSERVE_TOKEN).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -13,13 +11,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "services/common/tls.h"
 
 namespace cpserve::bench {
 
 struct ConnectionOptions {
-  std::string address;  // host:port
-  std::string tls_ca;   // PEM file of the CA that signed the server's certificate; "": plain
-  std::string token;    // bearer token sent with every call; "": none
+  std::string address;    // host:port
+  service::TlsFiles tls;  // empty: plaintext; else TLS trusting tls.ca (+ client cert)
+  std::string token;      // bearer token sent with every call; "": none
   // Separate HTTP/2 connections to spread the streams over (each has its own channel).
   int num_channels = 1;
 };

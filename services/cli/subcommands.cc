@@ -132,10 +132,12 @@ const std::vector<Subcommand>& Subcommands() {
        "(mean, p50, p90, p99), tokens/s, requests/s and goodput under --slo_ttft_ms / "
        "--slo_itl_ms, as a table or JSON. --target=pool sends the same requests to a decode "
        "pool leader's DecodePool/Decode, to measure what the router adds.",
-       {"address",       "target",        "num_requests",  "warmup_requests", "concurrency",
-        "request_rate",  "prompt_tokens", "output_tokens", "prompt_kind",     "vocab_size",
-        "workload_seed", "ignore_eos",    "stream_text",   "num_channels",    "timeout_ms",
-        "slo_ttft_ms",   "slo_itl_ms",    "json",          "json_out",        "verbosity"},
+       {"address",     "target",       "num_requests",  "warmup_requests",
+        "concurrency", "request_rate", "prompt_tokens", "output_tokens",
+        "prompt_kind", "vocab_size",   "workload_seed", "ignore_eos",
+        "stream_text", "num_channels", "timeout_ms",    "slo_ttft_ms",
+        "slo_itl_ms",  "json",         "json_out",      "verbosity",
+        "tls_ca",      "tls_cert",     "tls_key",       "token"},
        RunBench,
        ""},
       {"make-model",

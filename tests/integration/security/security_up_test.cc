@@ -86,6 +86,26 @@ TEST(SecurityUpTest, SecuredClusterGeneratesWhatTheInsecureOneDoes) {
     secure_ids = TokenIds(r.output);
     argv.pop_back();  // no token
     EXPECT_NE(RunCommand(argv, 60s).output.find("UNAUTHENTICATED"), std::string::npos);
+    // `cpserve bench` speaks TLS + token too: every request OK ...
+    const std::vector<std::string> bench = {BinaryPath("cpserve"),
+                                            "bench",
+                                            "--address=" + address,
+                                            "--tls_ca=" + c + "ca.pem",
+                                            "--num_requests=6",
+                                            "--concurrency=3",
+                                            "--warmup_requests=0",
+                                            "--prompt_tokens=8",
+                                            "--output_tokens=4",
+                                            "--ignore_eos",
+                                            "--json"};
+    std::vector<std::string> with_token = bench;
+    with_token.push_back("--token=demo-token");
+    const testing::RunResult b = RunCommand(with_token, 120s);
+    EXPECT_EQ(b.exit_code, 0) << b.output;
+    EXPECT_NE(b.output.find(R"("ok": 6)"), std::string::npos) << b.output;
+    // ... and without the token every request ends UNAUTHENTICATED.
+    const testing::RunResult nb = RunCommand(bench, 120s);
+    EXPECT_NE(nb.output.find("UNAUTHENTICATED"), std::string::npos) << nb.output;
     Stop(up);
     const std::string logs = up.Output();
     EXPECT_NE(logs.find("cluster ready"), std::string::npos) << logs;
