@@ -7,12 +7,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "cpserve/v1/generation.grpc.pb.h"
 #include "services/up/child_process.h"
+#include "services/up/health_probe.h"
 
 namespace cpserve::chaos {
 
@@ -61,6 +63,13 @@ std::string LabelValue(const std::string& line, const std::string& label) {
   if (at == std::string::npos) return "";
   const size_t begin = at + key.size();
   return line.substr(begin, line.find('"', begin) - begin);
+}
+
+void ChaosCluster::SaveLog(const std::string& name, testing::Subprocess& process) const {
+  std::string file = name;
+  std::replace(file.begin(), file.end(), '/', '.');
+  std::ofstream(absl::StrCat(options_.log_dir, "/", file, ".log"), std::ios::app)
+      << process.Output() << "---- exited with " << process.Wait(0ms).value_or(-1) << "\n";
 }
 
 ChaosCluster::ChaosCluster(ClusterOptions options) : options_(std::move(options)) {}
@@ -149,15 +158,39 @@ bool ChaosCluster::Start(std::string* error) {
 bool ChaosCluster::WaitAllPoolsUp(std::chrono::milliseconds timeout) {
   auto stub = v1::Generation::NewStub(
       grpc::CreateChannel(router_address_, grpc::InsecureChannelCredentials()));
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
+  std::vector<std::string> leaders;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Pool& p : pools_) leaders.push_back(absl::StrCat("127.0.0.1:", p.ranks[0].port));
+  }
+  auto up = [&] {
+    if (!AllRanksRunning()) return false;
+    for (const std::string& leader : leaders) {
+      absl::StatusOr<up::HealthStatus> h = up::CheckHealth(leader, "", absl::Seconds(1));
+      if (!h.ok() || *h != up::HealthStatus::kServing) return false;
+    }
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 2s);
     v1::ModelInfo info;
-    if (stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok()) {
-      size_t healthy = 0;
-      for (const v1::PoolSummary& p : info.pools()) healthy += p.healthy();
-      if (healthy == options_.pools.size() && AllRanksRunning()) return true;
+    if (!stub->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok()) return false;
+    size_t healthy = 0;
+    for (const v1::PoolSummary& p : info.pools()) healthy += p.healthy();
+    return healthy == options_.pools.size();
+  };
+  // Up for longer than a heartbeat timeout in a row: a registration of a dead
+  // incarnation (still within its heartbeat timeout) cannot pass for a live pool.
+  const auto deadline = Clock::now() + timeout;
+  const auto steady = std::chrono::milliseconds(options_.heartbeat_timeout_ms) + 500ms;
+  bool was_up = false;
+  Clock::time_point up_since = Clock::now();
+  while (Clock::now() < deadline) {
+    if (!up()) {
+      was_up = false;
+    } else if (!was_up) {
+      was_up = true;
+      up_since = Clock::now();
+    } else if (Clock::now() - up_since >= steady) {
+      return true;
     }
     std::this_thread::sleep_for(100ms);
   }
@@ -177,6 +210,9 @@ std::string ChaosCluster::KillRandomRank(std::mt19937& rng) {
   const int r = static_cast<int>(rng() % pool.ranks.size());
   pool.ranks[r].process.Kill(SIGKILL);
   pool.killed.push_back(r);
+  // Broken from now on (the supervisor notices the exit on its next tick).
+  pool.restarting = true;
+  pool.broken_at = Clock::now();
   ++pool.counters.kills;
   return absl::StrCat(pool.spec.name, "/rank", r);
 }
@@ -289,6 +325,7 @@ bool ChaosCluster::Stop(std::string* report) {
       p->Kill(SIGKILL);
       p->Wait(5s);
     }
+    SaveLog(name, *p);
     if (!code || *code != 0) {
       clean = false;
       absl::StrAppend(report, name, " exited with ", code ? absl::StrCat(*code) : "timeout",
@@ -300,6 +337,7 @@ bool ChaosCluster::Stop(std::string* report) {
     router_.Kill(SIGTERM);
     std::optional<int> code = router_.Wait(20s);
     if (!code) router_.Kill(SIGKILL), router_.Wait(5s);
+    SaveLog("router", router_);
     if (!code || *code != 0) {
       clean = false;
       absl::StrAppend(report, "router exited with ", code ? absl::StrCat(*code) : "timeout",

@@ -102,6 +102,9 @@ class ChaosCluster {
 
   bool StartPool(Pool& pool, std::string* error);  // mu_ held
   void Supervise();
+  // Appends a process's output to <log_dir>/<name with '/' as '.'>.log (every
+  // incarnation's output is kept there).
+  void SaveLog(const std::string& name, testing::Subprocess& process) const;
   std::vector<std::string> PoolArgv(const Pool& pool, int rank) const;
 
   ClusterOptions options_;

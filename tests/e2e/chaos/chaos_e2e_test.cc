@@ -10,10 +10,11 @@
 //
 // Environment (defaults: the short CI run):
 //   CPSERVE_CHAOS_REQUESTS=300 CPSERVE_CHAOS_CONCURRENCY=16 CPSERVE_CHAOS_KILL_INTERVAL_MS=3000
-//   CPSERVE_CHAOS_SEED=1 CPSERVE_CHAOS_DECODE_POOLS=1 CPSERVE_CHAOS_GRACE_MS=1000
+//   CPSERVE_CHAOS_SEED=1 CPSERVE_CHAOS_DECODE_POOLS=2 CPSERVE_CHAOS_GRACE_MS=1000
 #include <signal.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <random>
@@ -106,7 +107,7 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
   load.seed = static_cast<uint32_t>(EnvInt("CPSERVE_CHAOS_SEED", 1));
   const auto kill_interval =
       std::chrono::milliseconds(EnvInt("CPSERVE_CHAOS_KILL_INTERVAL_MS", 3000));
-  const int decode_pools = EnvInt("CPSERVE_CHAOS_DECODE_POOLS", 1);
+  const int decode_pools = EnvInt("CPSERVE_CHAOS_DECODE_POOLS", 2);
   const auto grace = std::chrono::milliseconds(EnvInt("CPSERVE_CHAOS_GRACE_MS", 1000));
   std::cout << "chaos: " << load.requests << " requests, " << load.concurrency
             << " clients, a kill every ~" << kill_interval.count() << " ms, seed " << load.seed
@@ -129,7 +130,9 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
   ClusterOptions co;
   co.model_dir = *dir;
   co.log_dir = ::testing::TempDir() + "/cpserve-chaos";
-  ::mkdir(co.log_dir.c_str(), 0755);
+  std::filesystem::remove_all(co.log_dir);
+  std::filesystem::create_directories(co.log_dir);
+  std::cout << "chaos: logs in " << co.log_dir << std::endl;
   co.long_prompt_tokens = kLongPromptTokens;
   co.num_kv_blocks = kNumKvBlocks;
   co.pools.push_back({"prefill-0", "prefill", 2});

@@ -144,8 +144,14 @@ std::vector<RequestResult> RunLoad(const std::string& address,
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
       auto stub = v1::Generation::NewStub(
           grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+      std::mt19937 rng(
+          static_cast<uint32_t>(std::hash<std::thread::id>()(std::this_thread::get_id())));
       for (size_t i; (i = next.fetch_add(1)) < requests.size();) {
         results[i] = RunOne(*stub, canceller, prompts[requests[i].prompt], requests[i]);
+        // Like a real client, back off a little after UNAVAILABLE (a pool is down).
+        if (results[i].code == grpc::StatusCode::UNAVAILABLE) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 200));
+        }
       }
     });
   }

@@ -51,7 +51,8 @@ struct LoadOptions {
 std::vector<RequestSpec> MakeRequests(const LoadOptions& options, int num_prompts);
 
 // Runs every request against `address` with `concurrency` client threads; results in
-// request order. Every call ends (its deadline bounds it).
+// request order. Every call ends (its deadline bounds it). A client thread whose
+// request ended UNAVAILABLE waits 100-300 ms before its next one.
 std::vector<RequestResult> RunLoad(const std::string& address,
                                    const std::vector<std::vector<int32_t>>& prompts,
                                    const std::vector<RequestSpec>& requests, int concurrency);
