@@ -77,6 +77,7 @@ RequestResult RunOne(v1::Generation::Stub& stub, Canceller& canceller,
   for (int32_t t : prompt) req.mutable_prompt()->mutable_token_ids()->add_ids(t);
   req.mutable_sampling()->set_max_tokens(spec.max_tokens);
   req.set_stream_text(false);
+  req.set_request_id(spec.id);
   std::atomic<bool> fired{false};
   Clock::time_point cancel_at;
   uint64_t cancel_id = 0;
@@ -111,7 +112,9 @@ std::vector<RequestSpec> MakeRequests(const LoadOptions& o, int num_prompts) {
   std::mt19937 rng(o.seed);
   auto uniform = [&](double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; };
   std::vector<RequestSpec> out(o.requests);
-  for (RequestSpec& s : out) {
+  for (size_t i = 0; i < out.size(); ++i) {
+    RequestSpec& s = out[i];
+    s.id = "chaos-" + std::to_string(o.seed) + "-" + std::to_string(i);
     s.prompt = static_cast<int>(rng() % num_prompts);
     s.max_tokens = 1 + static_cast<int>(rng() % o.max_tokens);
     s.deadline = uniform(o.short_deadline_fraction)

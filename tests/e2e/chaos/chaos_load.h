@@ -18,6 +18,7 @@ using Clock = std::chrono::steady_clock;
 enum class CancelMode { kNone, kAfterTokens, kAfterTime };
 
 struct RequestSpec {
+  std::string id;  // request_id sent to the router (names the request in every log)
   int prompt = 0;  // index into the prompt set
   int max_tokens = 1;
   std::chrono::milliseconds deadline{0};
