@@ -236,7 +236,17 @@ bool Engine::Admit() {
       out->second.cancelled = true;  // reported when its push (if any) settles
     }
     auto it = live_.find(id);
-    if (it == live_.end()) continue;
+    if (it == live_.end()) {
+      if (!outgoing_.contains(id)) {
+        if (early_cancels_.size() >= 1024) {
+          absl::erase_if(early_cancels_, [now = absl::Now()](const auto& e) {
+            return now - e.second > absl::Minutes(1);
+          });
+        }
+        early_cancels_[id] = absl::Now();
+      }
+      continue;
+    }
     (void)scheduler_.Cancel(id);
     TokenCallback callback = std::move(it->second.callback);
     live_.erase(it);

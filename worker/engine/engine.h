@@ -165,6 +165,9 @@ class Engine final : public GenerationEngine {
   absl::flat_hash_map<std::string, Outgoing> outgoing_;
   std::vector<QueuedOp> queued_ops_;
   std::vector<std::function<void(int32_t)>> unrun_;  // of a failed RunStep; see SettleUnrun
+  // Cancels of ids the engine did not know yet (a Cancel can overtake its Reserve):
+  // a reservation for one of them is refused, so its KV is never stranded.
+  absl::flat_hash_map<std::string, absl::Time> early_cancels_;
   int64_t transfer_counter_ = 0;
   absl::Time last_broadcast_;
   int64_t preemptions_ = 0;

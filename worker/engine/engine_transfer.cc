@@ -49,6 +49,10 @@ absl::StatusOr<v1::KvTransferTarget> Engine::Reserve(const std::string& id, int6
   auto promise = std::make_shared<std::promise<absl::StatusOr<v1::KvTransferTarget>>>();
   std::future<absl::StatusOr<v1::KvTransferTarget>> result = promise->get_future();
   Post([this, id, prompt_len, max_tokens, ttl, promise] {
+    if (early_cancels_.erase(id) > 0) {
+      promise->set_value(absl::CancelledError(absl::StrCat("request ", id, " was cancelled")));
+      return;
+    }
     RequestSpec spec{id, prompt_len, max_tokens, false};
     if (absl::Status s = scheduler_.AddPrefilled(spec); !s.ok()) {
       promise->set_value(s);
