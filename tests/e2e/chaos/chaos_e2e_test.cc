@@ -13,6 +13,7 @@
 //   CPSERVE_CHAOS_SEED=1 CPSERVE_CHAOS_DECODE_POOLS=2 CPSERVE_CHAOS_GRACE_MS=2000
 #include <signal.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -165,6 +166,19 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
       }
     }
   });
+  // This process's own scheduling lag (a 10 ms sleep that overslept): on a starved
+  // machine a client's deadline fires late by as much, through no fault of the cluster.
+  std::atomic<int64_t> max_lag_us{0};
+  std::thread lag_probe([&] {
+    while (!load_done.load()) {
+      const auto before = Clock::now();
+      std::this_thread::sleep_for(10ms);
+      const int64_t lag =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - before - 10ms)
+              .count();
+      if (lag > max_lag_us.load()) max_lag_us.store(lag);
+    }
+  });
   const std::vector<RequestSpec> specs = MakeRequests(load, static_cast<int>(prompts.size()));
   const auto load_start = Clock::now();
   const std::vector<RequestResult> results =
@@ -172,6 +186,8 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
   const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
   load_done.store(true);
   chaos.join();
+  lag_probe.join();
+  const auto lag = std::chrono::microseconds(max_lag_us.load());
 
   // ---- every request ended with a sane status, in time, with the reference tokens ----
   const std::set<grpc::StatusCode> allowed = {
@@ -179,7 +195,7 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
       grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::RESOURCE_EXHAUSTED};
   std::map<std::string, int> client_counts, paths;
   std::map<std::string, std::string> example_message;
-  int wrong_tokens = 0, late = 0, bad_status = 0, client_ended = 0;
+  int wrong_tokens = 0, late = 0, bad_status = 0, client_ended = 0, maybe_unseen = 0;
   Clock::duration most_late = Clock::duration::zero();
   int64_t tokens_streamed = 0;
   for (size_t i = 0; i < results.size(); ++i) {
@@ -196,6 +212,8 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
     const bool ended_by_client =
         r.client_cancelled || r.end >= r.deadline - std::chrono::milliseconds(5);
     client_ended += ended_by_client && r.code != grpc::StatusCode::OK;
+    // Ended by this client before any answer: the router may never have seen it.
+    maybe_unseen += ended_by_client && r.code != grpc::StatusCode::OK && r.tokens.empty();
     if (!prefix || (r.code == grpc::StatusCode::OK && (r.tokens.size() != want || !r.finished))) {
       ++wrong_tokens;
       ADD_FAILURE() << "request " << s.id << " (" << code << ", prompt " << s.prompt << " of "
@@ -204,12 +222,14 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
                     << absl::StrJoin(r.tokens, ",") << "; want " << absl::StrJoin(ref, ",");
     }
     most_late = std::max(most_late, r.end - r.deadline);
-    if (r.end > r.deadline + grace) {
+    if (r.end > r.deadline + grace + lag) {
       ++late;
       ADD_FAILURE()
-          << "request " << i << " ended "
+          << "request " << s.id << " ended "
           << std::chrono::duration_cast<std::chrono::milliseconds>(r.end - r.deadline).count()
-          << " ms after its deadline (" << code << ")";
+          << " ms after its deadline (" << code << ", deadline " << s.deadline.count()
+          << " ms, cancel mode " << static_cast<int>(s.cancel) << ", " << r.tokens.size()
+          << " tokens; this process lagged up to " << lag.count() / 1000 << " ms)";
     }
     // CANCELLED only when this client cancelled; DEADLINE_EXCEEDED only once it passed.
     const bool status_ok = allowed.contains(r.code) &&
@@ -219,7 +239,7 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
     if (!status_ok) {
       ++bad_status;
       ADD_FAILURE()
-          << "request " << i << ": unexpected " << code << " (" << r.message
+          << "request " << s.id << ": unexpected " << code << " (" << r.message
           << "), client cancelled " << r.client_cancelled << ", "
           << std::chrono::duration_cast<std::chrono::milliseconds>(r.deadline - r.end).count()
           << " ms before its deadline";
@@ -267,7 +287,7 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
       if (n - before > 0) router_counts[code] = n - before;
       total += n - before;
     }
-    return total == static_cast<double>(results.size());
+    return total >= static_cast<double>(results.size() - maybe_unseen);
   });
   double router_total = 0;
   int disagreement = 0;
@@ -279,7 +299,10 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
     const int cn = client_counts.contains(c) ? client_counts[c] : 0;
     disagreement += static_cast<int>(std::abs(rn - cn));
   }
-  EXPECT_EQ(router_total, static_cast<double>(results.size()));
+  // Every request the router answered is counted once; only requests this client
+  // gave up on before any answer may be missing (their call may never have reached it).
+  EXPECT_LE(router_total, static_cast<double>(results.size()));
+  EXPECT_GE(router_total, static_cast<double>(results.size() - maybe_unseen));
   EXPECT_LE(disagreement / 2, client_ended)
       << "router and client disagree on more requests than the client ended itself";
   for (const std::string& c : codes) {
@@ -329,6 +352,8 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
                 : "")
         << "\n";
   }
+  out << "  router total " << router_total << " (client " << results.size() << "; " << maybe_unseen
+      << " given up by the client before any answer)\n";
   out << "  ended by this client (cancel or deadline): " << client_ended
       << "; router/client disagreements: " << disagreement / 2 << "\n";
   out << "OK by path:";
@@ -336,6 +361,7 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
   out << "\nwrong tokens " << wrong_tokens << ", past deadline+" << grace.count() << "ms " << late
       << " (latest end after a deadline: "
       << std::chrono::duration_cast<std::chrono::milliseconds>(most_late).count()
+      << " ms; this process's own scheduling lag up to " << lag.count() / 1000
       << " ms), unexpected statuses " << bad_status << "\n";
   out << "kills " << total_kills << ", pool restarts " << total_restarts << "\n";
   for (const auto& [pool, c] : counters) {
