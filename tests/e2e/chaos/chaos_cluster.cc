@@ -65,6 +65,12 @@ std::string LabelValue(const std::string& line, const std::string& label) {
   return line.substr(begin, line.find('"', begin) - begin);
 }
 
+bool IsKnownUcxAbort(int exit_code, const std::string& output) {
+  return exit_code == 128 + SIGABRT && output.find("ucp_request.c") != std::string::npos &&
+         output.find("Assertion `(req->send.wireup.type == UCP_WIREUP_MSG_EP_REMOVED)") !=
+             std::string::npos;
+}
+
 void ChaosCluster::SaveLog(const std::string& name, testing::Subprocess& process) const {
   std::string file = name;
   std::replace(file.begin(), file.end(), '/', '.');
@@ -228,26 +234,33 @@ void ChaosCluster::Supervise() {
         Rank& rank = pool.ranks[r];
         if (rank.running && !rank.process.Running()) {
           rank.running = false;
-          // Keep every incarnation's output.
-          std::ofstream(absl::StrCat(options_.log_dir, "/", pool.spec.name, ".rank", r, ".log"),
-                        std::ios::app)
-              << rank.process.Output() << "---- exited with " << rank.process.Wait(0ms).value_or(-1)
-              << "\n";
+          SaveLog(absl::StrCat(pool.spec.name, "/rank", r), rank.process);
+          const bool killed =
+              std::find(pool.killed.begin(), pool.killed.end(), r) != pool.killed.end();
+          if (!killed) {
+            // Not ours: fine only as a survivor of a broken pool that exited by itself.
+            const int code = rank.process.Wait(0ms).value_or(-1);
+            if (IsKnownUcxAbort(code, rank.process.Output())) {
+              ++pool.counters.known_ucx_aborts;
+            } else if (!pool.restarting || code >= 128) {
+              ++pool.counters.unexpected_exits;
+            }
+          }
+          if (!pool.restarting) {
+            pool.restarting = true;
+            pool.broken_at = Clock::now();
+          }
         }
         alive += rank.running;
-      }
-      if (!pool.restarting && alive < pool.spec.ranks) {
-        pool.restarting = true;
-        pool.broken_at = Clock::now();
-        if (pool.killed.empty()) ++pool.counters.unexpected_exits;
       }
       if (!pool.restarting) continue;
       const auto waited = Clock::now() - pool.broken_at;
       if (alive > 0 && waited > options_.exit_limit) {
-        for (Rank& rank : pool.ranks) {
-          if (!rank.running) continue;
+        for (int r = 0; r < pool.spec.ranks; ++r) {
+          if (!pool.ranks[r].running) continue;
           ++pool.counters.stuck_ranks;
-          rank.process.Kill(SIGKILL);
+          pool.ranks[r].process.Kill(SIGKILL);
+          pool.killed.push_back(r);
         }
         continue;
       }

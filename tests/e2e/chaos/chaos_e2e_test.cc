@@ -11,6 +11,8 @@
 // Environment (defaults: the short CI run):
 //   CPSERVE_CHAOS_REQUESTS=300 CPSERVE_CHAOS_CONCURRENCY=16 CPSERVE_CHAOS_KILL_INTERVAL_MS=3000
 //   CPSERVE_CHAOS_SEED=1 CPSERVE_CHAOS_DECODE_POOLS=2 CPSERVE_CHAOS_GRACE_MS=2000
+//   CPSERVE_CHAOS_STRICT_UCX=0 (1: also fail on UCX 1.13's known wireup abort, see
+//   chaos_cluster.h; it is counted and printed either way)
 #include <signal.h>
 
 #include <atomic>
@@ -318,6 +320,9 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
     total_kills += c.kills;
     total_restarts += c.restarts;
     EXPECT_EQ(c.stuck_ranks, 0) << pool << ": ranks that did not exit after their pool broke";
+    if (EnvInt("CPSERVE_CHAOS_STRICT_UCX", 0) != 0) {
+      EXPECT_EQ(c.known_ucx_aborts, 0) << pool << ": ranks aborted by UCX's wireup assertion";
+    }
     EXPECT_EQ(c.unexpected_exits, 0) << pool << ": ranks that died without a kill\n"
                                      << cluster.Logs();
   }
@@ -367,7 +372,8 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
   for (const auto& [pool, c] : counters) {
     out << "  " << pool << ": kills " << c.kills << ", restarts " << c.restarts
         << ", slowest break-to-all-exited " << c.max_exit_seconds << " s, stuck ranks "
-        << c.stuck_ranks << ", unexpected exits " << c.unexpected_exits << "\n";
+        << c.stuck_ranks << ", unexpected exits " << c.unexpected_exits
+        << ", known UCX 1.13 aborts " << c.known_ucx_aborts << "\n";
   }
   out << "KV at the end:\n";
   for (const auto& [pool, s] : kv_report) out << "  " << pool << ": " << s << "\n";
