@@ -100,6 +100,15 @@ absl::StatusOr<std::string> RouterCore::Register(const PoolRegistration& reg) {
     if (id.ok()) state = registry_.Find(reg.name);
   }
   if (id.ok()) {
+    // A pool that restarted on the same address: the channel to it may be waiting out
+    // a reconnect backoff (up to minutes) from its downtime and would fail every call
+    // meanwhile with the old incarnation's error. The pool is back: connect now.
+    std::shared_ptr<PoolClient> client;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = clients_.find(reg.address); it != clients_.end()) client = it->second;
+    }
+    if (client != nullptr) grpc::experimental::ChannelResetConnectionBackoff(client->channel.get());
     LOG(INFO) << "pool " << reg.name << " (" << PoolRoleName(reg.role) << ", " << reg.world_size
               << " ranks, epoch " << reg.epoch << ") registered at " << reg.address << " as "
               << *id;

@@ -236,7 +236,17 @@ bool Engine::Admit() {
       out->second.cancelled = true;  // reported when its push (if any) settles
     }
     auto it = live_.find(id);
-    if (it == live_.end()) continue;
+    if (it == live_.end()) {
+      if (!outgoing_.contains(id)) {
+        if (early_cancels_.size() >= 1024) {
+          absl::erase_if(early_cancels_, [now = absl::Now()](const auto& e) {
+            return now - e.second > absl::Minutes(1);
+          });
+        }
+        early_cancels_[id] = absl::Now();
+      }
+      continue;
+    }
     (void)scheduler_.Cancel(id);
     TokenCallback callback = std::move(it->second.callback);
     live_.erase(it);
@@ -273,6 +283,7 @@ void Engine::Loop() {
       // The ranks may now disagree about the step: the group cannot continue.
       (void)scheduler_.Update(*plan, {});
       Break(ran);
+      SettleUnrun(unrun_);
       continue;
     }
     if (!ran.ok()) {
@@ -287,6 +298,7 @@ void Engine::Loop() {
     }
     absl::StatusOr<std::vector<FinishedRequest>> finished =
         scheduler_.Update(*plan, ran.ok() ? stopped : std::vector<std::string>());
+    SettleUnrun(unrun_);
     ++steps_;
     PublishStats();  // before the final events, so woken clients see their blocks freed
     if (!finished.ok()) {
@@ -369,12 +381,24 @@ absl::Status Engine::Broadcast(const v1::StepCommand& command) {
 
 void Engine::Break(const absl::Status& status) {
   healthy_.store(false);
-  FailAll(absl::UnavailableError(absl::StrCat("pool broken: ", status.message())));
+  const absl::Status broken =
+      absl::UnavailableError(absl::StrCat("pool broken: ", status.message()));
+  FailAll(broken);
+  // No rank moves KV any more: end the pushes (their Prefill calls wait on them) and
+  // forget the reservations (no KV will arrive; their Decode calls ended in FailAll).
+  std::vector<std::string> pushes;
+  for (const auto& [id, out] : outgoing_) pushes.push_back(id);
+  for (const std::string& id : pushes) FinishOutgoing(id, broken);
+  for (const auto& [id, in] : incoming_) (void)scheduler_.Cancel(id);
+  incoming_.clear();
+  PublishStats();
 }
 
 absl::Status Engine::RunStep(const StepPlan& plan, std::vector<std::string>* stopped) {
   v1::StepCommand command = MakeCommand(plan);
   std::vector<std::function<void(int32_t)>> handlers = AttachTransferOps(&command);
+  // On an error below the handlers that did not run are settled by the Loop (SettleUnrun).
+  unrun_ = handlers;
   CPSERVE_RETURN_IF_ERROR(Broadcast(command));
   CPSERVE_ASSIGN_OR_RETURN(StepOutput out, runner_.Run(command));
   size_t k = 0, logits_k = 0;
@@ -399,6 +423,7 @@ absl::Status Engine::RunStep(const StepPlan& plan, std::vector<std::string>* sto
     r.callback(event);
   }
   // Transfer outcomes last: their handlers may end requests of this very step.
+  unrun_.clear();
   return RunTransfers(command, handlers);
 }
 

@@ -123,6 +123,9 @@ class Engine final : public GenerationEngine {
   absl::Status RunTransfers(const v1::StepCommand& command,
                             std::vector<std::function<void(int32_t)>>& handlers);
   void RunIdleTransfers();
+  // Transfer ops that no rank will run (their step or broadcast failed) end as
+  // UNAVAILABLE, so the reservations, pushes and releases waiting on them never hang.
+  void SettleUnrun(std::vector<std::function<void(int32_t)>>& handlers);
   void ReleaseIncoming(const std::string& id, absl::Status why);
   void QueueRelease(const std::string& id, const std::string& transfer_id, absl::Status why);
   void OnFinished(const FinishedRequest& f);
@@ -161,6 +164,10 @@ class Engine final : public GenerationEngine {
   absl::flat_hash_map<std::string, Incoming> incoming_;
   absl::flat_hash_map<std::string, Outgoing> outgoing_;
   std::vector<QueuedOp> queued_ops_;
+  std::vector<std::function<void(int32_t)>> unrun_;  // of a failed RunStep; see SettleUnrun
+  // Cancels of ids the engine did not know yet (a Cancel can overtake its Reserve):
+  // a reservation for one of them is refused, so its KV is never stranded.
+  absl::flat_hash_map<std::string, absl::Time> early_cancels_;
   int64_t transfer_counter_ = 0;
   absl::Time last_broadcast_;
   int64_t preemptions_ = 0;

@@ -49,6 +49,10 @@ absl::StatusOr<v1::KvTransferTarget> Engine::Reserve(const std::string& id, int6
   auto promise = std::make_shared<std::promise<absl::StatusOr<v1::KvTransferTarget>>>();
   std::future<absl::StatusOr<v1::KvTransferTarget>> result = promise->get_future();
   Post([this, id, prompt_len, max_tokens, ttl, promise] {
+    if (early_cancels_.erase(id) > 0) {
+      promise->set_value(absl::CancelledError(absl::StrCat("request ", id, " was cancelled")));
+      return;
+    }
     RequestSpec spec{id, prompt_len, max_tokens, false};
     if (absl::Status s = scheduler_.AddPrefilled(spec); !s.ok()) {
       promise->set_value(s);
@@ -102,12 +106,17 @@ absl::Status Engine::SubmitPrefilled(const std::string& id, std::vector<int32_t>
   if (first_token < 0 || first_token >= vocab) {
     return absl::InvalidArgumentError(absl::StrCat("first token ", first_token, " outside vocab"));
   }
+  if (!healthy_.load()) return absl::UnavailableError("the pool is unhealthy");
   Post([this, id, prompt = std::move(prompt), first_token, params,
         callback = std::move(callback)]() mutable {
     auto in = incoming_.find(id);
     absl::StatusOr<RequestInfo> info = scheduler_.GetRequest(id);
     absl::Status bad;
-    if (in == incoming_.end() || !in->second.reserved || in->second.submitted || !info.ok()) {
+    if (!healthy_.load()) {
+      // Break() dropped every reservation: the KV is lost with the pool.
+      bad = absl::UnavailableError(absl::StrCat("the pool broke; request ", id, " lost its KV"));
+    } else if (in == incoming_.end() || !in->second.reserved || in->second.submitted ||
+               !info.ok()) {
       bad = absl::NotFoundError(absl::StrCat("no KV reservation for request ", id));
     } else if (info->spec.prompt_len != static_cast<int64_t>(prompt.size())) {
       bad = absl::InvalidArgumentError(absl::StrCat("request ", id, ": reserved for ",
@@ -308,11 +317,24 @@ absl::Status Engine::RunTransfers(const v1::StepCommand& command,
                                   std::vector<std::function<void(int32_t)>>& handlers) {
   if (command.transfers_size() == 0) return absl::OkStatus();
   if (transfers_ == nullptr) return NoTransfer();
-  CPSERVE_ASSIGN_OR_RETURN(std::vector<int32_t> codes, transfers_->Run(command, 0, group_));
-  for (size_t i = 0; i < codes.size(); ++i) {
-    if (handlers[i]) handlers[i](codes[i]);
+  absl::StatusOr<std::vector<int32_t>> codes = transfers_->Run(command, 0, group_);
+  if (!codes.ok()) {
+    SettleUnrun(handlers);
+    return codes.status();
+  }
+  for (size_t i = 0; i < codes->size(); ++i) {
+    if (handlers[i]) handlers[i]((*codes)[i]);
   }
   return absl::OkStatus();
+}
+
+void Engine::SettleUnrun(std::vector<std::function<void(int32_t)>>& handlers) {
+  std::vector<std::function<void(int32_t)>> unrun;
+  unrun.swap(handlers);
+  const int32_t code = kTransferFailedBase + static_cast<int32_t>(absl::StatusCode::kUnavailable);
+  for (auto& handler : unrun) {
+    if (handler) handler(code);
+  }
 }
 
 void Engine::RunIdleTransfers() {
@@ -323,9 +345,14 @@ void Engine::RunIdleTransfers() {
       (group_ == nullptr || absl::Now() - last_broadcast_ < options_.idle_keepalive)) {
     return;
   }
-  absl::Status s = Broadcast(command);
+  // A broken pool runs nothing: its ops fail at once (no broadcast on a dead group).
+  absl::Status s =
+      healthy_.load() ? Broadcast(command) : absl::UnavailableError("the pool is broken");
   if (s.ok()) s = RunTransfers(command, handlers);
-  if (!s.ok()) Break(s);
+  if (!s.ok()) {
+    if (healthy_.load()) Break(s);
+    SettleUnrun(handlers);
+  }
 }
 
 }  // namespace cpserve
