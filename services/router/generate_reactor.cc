@@ -74,10 +74,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
       cancelled_ = true;
       has_pending_ = false;
       if (!done_) {
-        // gRPC does not say why a call was cancelled; one within 10 ms of its deadline
-        // counts as the deadline (for the status metric).
+        // gRPC does not say why a call was cancelled. The client's deadline fires before
+        // ours (ours starts when the request arrives, and a loaded client or router adds
+        // tens of ms), so a cancel within 100 ms of our deadline counts as the deadline
+        // for the status metric (the chaos run saw gaps beyond 10 ms under load).
         const bool expired =
-            ctx_->deadline() <= std::chrono::system_clock::now() + std::chrono::milliseconds(10);
+            ctx_->deadline() <= std::chrono::system_clock::now() + std::chrono::milliseconds(100);
         EndWith(expired ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded")
                         : grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
       }
