@@ -52,7 +52,7 @@ struct ServerOptions {
   std::string name = "cpserve";  // for logs
   absl::Duration drain_grace = absl::Seconds(10);
   // Null: plaintext (grpc::InsecureServerCredentials). See services/common/tls.h.
-  std::shared_ptr<grpc::ServerCredentials> credentials;
+  std::shared_ptr<grpc::ServerCredentials> credentials = nullptr;
   // Largest message received or sent; 0: gRPC's defaults (4 MiB in, unlimited out).
   // A larger one ends the call with RESOURCE_EXHAUSTED.
   int max_message_bytes = 0;
