@@ -93,7 +93,7 @@ absl::Status WaitComm(ncclComm_t comm, Clock::time_point deadline, const std::st
 class NcclGroup final : public CollectiveGroup {
  public:
   NcclGroup(CommPtr comm, int rank, int world, int device, cudaStream_t stream, bool own_stream,
-            void* scratch, std::chrono::milliseconds timeout)
+            void* scratch, std::chrono::milliseconds timeout, bool host_staging)
       : comm_(std::move(comm)),
         rank_(rank),
         world_(world),
@@ -101,7 +101,8 @@ class NcclGroup final : public CollectiveGroup {
         stream_(stream),
         own_stream_(own_stream),
         scratch_(scratch),
-        timeout_(timeout) {}
+        timeout_(timeout),
+        host_staging_(host_staging) {}
 
   ~NcclGroup() override {
     cudaSetDevice(device_);
@@ -245,9 +246,10 @@ class NcclGroup final : public CollectiveGroup {
     return absl::OkStatus();
   }
 
-  // Both tensors in host memory: the op is staged through the device (see Staged).
-  static bool IsHost(const Tensor& a, const Tensor& b) {
-    return a.device().is_cpu() && b.device().is_cpu();
+  // Both tensors in host memory and staging enabled: the op is staged through the
+  // device (see Staged). Without staging, host tensors fail CheckBuffers.
+  bool IsHost(const Tensor& a, const Tensor& b) const {
+    return host_staging_ && a.device().is_cpu() && b.device().is_cpu();
   }
 
   // Runs `op` on device copies of host tensors: uploads `input` into a grow-only
@@ -364,6 +366,7 @@ class NcclGroup final : public CollectiveGroup {
   void* stage_ = nullptr;  // device staging buffer for host tensors (grow-only)
   size_t stage_bytes_ = 0;
   const std::chrono::milliseconds timeout_;
+  const bool host_staging_;
   mutable std::mutex mu_;
   absl::Status broken_;
 };
@@ -438,8 +441,9 @@ absl::StatusOr<std::unique_ptr<CollectiveGroup>> CreateNcclGroup(RendezvousClien
   }
   cudaMemset(scratch, 0, sizeof(int32_t));
   cudaDeviceSynchronize();
-  return std::unique_ptr<CollectiveGroup>(new NcclGroup(
-      std::move(comm), rank, world_size, device, stream, own_stream, scratch, options.timeout));
+  return std::unique_ptr<CollectiveGroup>(new NcclGroup(std::move(comm), rank, world_size, device,
+                                                        stream, own_stream, scratch,
+                                                        options.timeout, options.host_staging));
 }
 
 }  // namespace cpserve::comm
