@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "worker/model/synthetic_model.h"
+#include "worker/model/synthetic_weights.h"
 
 namespace cpserve {
 
@@ -26,7 +27,16 @@ absl::Status WriteBuiltinModel(const std::string& dir, uint64_t seed = 0);
 // directory, then rename).
 absl::StatusOr<std::string> EnsureBuiltinModel();
 
-// `flag` if non-empty, else EnsureBuiltinModel().
+// A synthetic model's directory (worker/model/synthetic_weights.h): config.json, the
+// built-in tokenizer (ids 0..511; bos 256, eos 257) and the marker naming the spec —
+// no weight files; loaders generate the weights on the rank's backend.
+absl::Status WriteSyntheticModelDir(const std::string& dir, const SyntheticSpec& spec);
+// The spec's directory in the model cache (written on first use, like the built-in).
+absl::StatusOr<std::string> EnsureSyntheticModelDir(const SyntheticSpec& spec);
+
+// The one model selection path: "synthetic:<preset>[,layers=N][,seed=S]" →
+// EnsureSyntheticModelDir; another non-empty `flag` is a Hugging Face directory;
+// empty → EnsureBuiltinModel().
 absl::StatusOr<std::string> ResolveModelDir(const std::string& flag);
 
 }  // namespace cpserve

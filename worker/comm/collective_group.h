@@ -5,7 +5,8 @@
 // Contract shared by every backend:
 // - Every rank calls the same collectives in the same order with matching shapes.
 // - Buffers are contiguous Tensors on the backend's device (host for Gloo, the rank's
-//   GPU for NCCL). Dtypes: f32, f64, bf16, f16, i32, i64, u8. bf16/f16 reductions
+//   GPU for NCCL; NCCL also takes host tensors, staged through the device, for the
+//   engine's control traffic). Dtypes: f32, f64, bf16, f16, i32, i64, u8. bf16/f16 reductions
 //   accumulate each pairwise sum in fp32 and round back (NCCL does the same).
 // - Every call honours the timeout given at construction: a peer that never arrives
 //   or has died yields DEADLINE_EXCEEDED or UNAVAILABLE (with the op and rank in the

@@ -2,6 +2,7 @@
 
 #include <nccl.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -92,7 +93,7 @@ absl::Status WaitComm(ncclComm_t comm, Clock::time_point deadline, const std::st
 class NcclGroup final : public CollectiveGroup {
  public:
   NcclGroup(CommPtr comm, int rank, int world, int device, cudaStream_t stream, bool own_stream,
-            void* scratch, std::chrono::milliseconds timeout)
+            void* scratch, std::chrono::milliseconds timeout, bool host_staging)
       : comm_(std::move(comm)),
         rank_(rank),
         world_(world),
@@ -100,7 +101,8 @@ class NcclGroup final : public CollectiveGroup {
         stream_(stream),
         own_stream_(own_stream),
         scratch_(scratch),
-        timeout_(timeout) {}
+        timeout_(timeout),
+        host_staging_(host_staging) {}
 
   ~NcclGroup() override {
     cudaSetDevice(device_);
@@ -114,6 +116,7 @@ class NcclGroup final : public CollectiveGroup {
     }
     comm_.reset();  // aborts if still held
     if (scratch_ != nullptr) cudaFree(scratch_);
+    if (stage_ != nullptr) cudaFree(stage_);
     if (own_stream_ && stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -131,6 +134,9 @@ class NcclGroup final : public CollectiveGroup {
 
   absl::Status AllGather(const Tensor& input, Tensor& output) override {
     const char* op = "AllGather";
+    if (IsHost(input, output)) {
+      return Staged(op, input, output, [&](Tensor& in, Tensor& out) { return AllGather(in, out); });
+    }
     if (auto s = CheckBuffers(op, input, output); !s.ok()) return s;
     if (auto s = internal::CheckAllGatherShapes(op, input, output, world_); !s.ok()) return s;
     const size_t bytes = input.nbytes();
@@ -142,6 +148,10 @@ class NcclGroup final : public CollectiveGroup {
   absl::Status AllGatherV(const Tensor& input, Tensor& output,
                           absl::Span<const int64_t> counts) override {
     const char* op = "AllGatherV";
+    if (IsHost(input, output)) {
+      return Staged(op, input, output,
+                    [&](Tensor& in, Tensor& out) { return AllGatherV(in, out, counts); });
+    }
     if (auto s = CheckBuffers(op, input, output); !s.ok()) return s;
     if (auto s = internal::CheckAllGatherVShapes(input, output, counts, rank_, world_); !s.ok()) {
       return s;
@@ -169,6 +179,9 @@ class NcclGroup final : public CollectiveGroup {
 
   absl::Status AllReduce(Tensor& tensor, ReduceOp op) override {
     const char* name = "AllReduce";
+    if (IsHost(tensor, tensor)) {
+      return Staged(name, tensor, tensor, [&](Tensor&, Tensor& t) { return AllReduce(t, op); });
+    }
     if (auto s = CheckBuffers(name, tensor, tensor); !s.ok()) return s;
     auto dt = ToNccl(tensor.dtype());
     if (!dt.ok()) return dt.status();
@@ -180,6 +193,10 @@ class NcclGroup final : public CollectiveGroup {
 
   absl::Status ReduceScatter(const Tensor& input, Tensor& output, ReduceOp op) override {
     const char* name = "ReduceScatter";
+    if (IsHost(input, output)) {
+      return Staged(name, input, output,
+                    [&](Tensor& in, Tensor& out) { return ReduceScatter(in, out, op); });
+    }
     if (auto s = CheckBuffers(name, input, output); !s.ok()) return s;
     if (auto s = internal::CheckReduceScatterShapes(input, output, world_); !s.ok()) return s;
     auto dt = ToNccl(input.dtype());
@@ -193,6 +210,9 @@ class NcclGroup final : public CollectiveGroup {
 
   absl::Status Broadcast(Tensor& tensor, int root) override {
     const char* name = "Broadcast";
+    if (IsHost(tensor, tensor)) {
+      return Staged(name, tensor, tensor, [&](Tensor&, Tensor& t) { return Broadcast(t, root); });
+    }
     if (auto s = CheckBuffers(name, tensor, tensor); !s.ok()) return s;
     if (root < 0 || root >= world_) {
       return absl::InvalidArgumentError(
@@ -222,6 +242,67 @@ class NcclGroup final : public CollectiveGroup {
         return absl::InvalidArgumentError(
             absl::StrCat(op, ": the NCCL group of device ", device_, " got ", t->DebugString()));
       }
+    }
+    return absl::OkStatus();
+  }
+
+  // Both tensors in host memory and staging enabled: the op is staged through the
+  // device (see Staged). Without staging, host tensors fail CheckBuffers.
+  bool IsHost(const Tensor& a, const Tensor& b) const {
+    return host_staging_ && a.device().is_cpu() && b.device().is_cpu();
+  }
+
+  // Runs `op` on device copies of host tensors: uploads `input` into a grow-only
+  // device buffer on the group's stream, runs `device_op` on device views (it waits
+  // for completion under the group timeout), then downloads `output`. In-place ops
+  // pass the same tensor twice and use one region. The download happens only after
+  // the collective completed, so a stalled peer still ends in DEADLINE_EXCEEDED
+  // rather than a copy blocked forever.
+  absl::Status Staged(const char* op, const Tensor& input, Tensor& output,
+                      const std::function<absl::Status(Tensor&, Tensor&)>& device_op) {
+    if (auto s = internal::CheckContiguous(op, "input", input); !s.ok()) return s;
+    if (auto s = internal::CheckContiguous(op, "output", output); !s.ok()) return s;
+    if (absl::Status broken = broken_status(); !broken.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("nccl ", op, " on rank ", rank_,
+                                                        ": collective group is broken (",
+                                                        broken.message(), ")"));
+    }
+    std::lock_guard<std::mutex> lock(stage_mu_);
+    const bool in_place = input.raw() == output.raw();
+    const size_t align = 256;
+    const size_t in_bytes = in_place ? 0 : (input.nbytes() + align - 1) / align * align;
+    const size_t need = in_bytes + output.nbytes();
+    cudaSetDevice(device_);
+    const std::string what = absl::StrCat("nccl ", op, " (host staging) on rank ", rank_);
+    if (need > stage_bytes_) {
+      if (stage_ != nullptr) cudaFree(stage_);
+      stage_ = nullptr;
+      stage_bytes_ = 0;
+      const size_t bytes = std::max<size_t>(need, 1 << 16);
+      if (cudaError_t e = cudaMalloc(&stage_, bytes); e != cudaSuccess) {
+        return CudaError(e, absl::StrCat(what, ": cudaMalloc(", bytes, ")"));
+      }
+      stage_bytes_ = bytes;
+    }
+    char* base = static_cast<char*>(stage_);
+    Tensor din = Tensor::Borrow(base, input.shape(), input.dtype(), Device::CUDA(device_));
+    Tensor dout =
+        Tensor::Borrow(base + in_bytes, output.shape(), output.dtype(), Device::CUDA(device_));
+    // In-place ops read their input from the output region.
+    void* upload_dst = in_place ? dout.raw() : din.raw();
+    if (input.nbytes() > 0) {
+      if (cudaError_t e = cudaMemcpyAsync(upload_dst, input.raw(), input.nbytes(),
+                                          cudaMemcpyHostToDevice, stream_);
+          e != cudaSuccess) {
+        return CudaError(e, absl::StrCat(what, ": upload"));
+      }
+    }
+    if (auto s = device_op(in_place ? dout : din, dout); !s.ok()) return s;
+    if (output.nbytes() > 0) {
+      cudaError_t e = cudaMemcpyAsync(output.raw(), dout.raw(), output.nbytes(),
+                                      cudaMemcpyDeviceToHost, stream_);
+      if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
+      if (e != cudaSuccess) return CudaError(e, absl::StrCat(what, ": download"));
     }
     return absl::OkStatus();
   }
@@ -280,8 +361,12 @@ class NcclGroup final : public CollectiveGroup {
   const int device_;
   cudaStream_t stream_;
   const bool own_stream_;
-  void* scratch_;  // one int32 on the device, for Barrier
+  void* scratch_;          // one int32 on the device, for Barrier
+  std::mutex stage_mu_;    // guards the staging buffer across one staged op
+  void* stage_ = nullptr;  // device staging buffer for host tensors (grow-only)
+  size_t stage_bytes_ = 0;
   const std::chrono::milliseconds timeout_;
+  const bool host_staging_;
   mutable std::mutex mu_;
   absl::Status broken_;
 };
@@ -356,8 +441,9 @@ absl::StatusOr<std::unique_ptr<CollectiveGroup>> CreateNcclGroup(RendezvousClien
   }
   cudaMemset(scratch, 0, sizeof(int32_t));
   cudaDeviceSynchronize();
-  return std::unique_ptr<CollectiveGroup>(new NcclGroup(
-      std::move(comm), rank, world_size, device, stream, own_stream, scratch, options.timeout));
+  return std::unique_ptr<CollectiveGroup>(new NcclGroup(std::move(comm), rank, world_size, device,
+                                                        stream, own_stream, scratch,
+                                                        options.timeout, options.host_staging));
 }
 
 }  // namespace cpserve::comm

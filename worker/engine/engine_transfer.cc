@@ -216,7 +216,8 @@ void Engine::FinishOutgoing(const std::string& id, absl::Status status) {
     r.transfer_bytes = o.prompt_len * c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim *
                        static_cast<int64_t>(DTypeSize(backend_.ComputeDType()));
   }
-  r.transport = "ucx";
+  // The transfer path label (rank_transfers.h): "ucx-host" or "ucx-host-staging".
+  r.transport = transfers_ != nullptr ? transfers_->path() : "ucx";
   if (o.callback) o.callback(r);
 }
 

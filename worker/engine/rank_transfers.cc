@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -24,16 +25,30 @@ absl::Time Deadline(int64_t unix_us) {
 
 absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(const KvCacheView& cache,
                                                                      const CpLayout& layout,
-                                                                     int rank) {
-  if (!cache.device.is_cpu()) {
-    return absl::UnimplementedError("KV transfer from GPU memory is not built yet");
-  }
+                                                                     int rank, Backend* backend) {
   auto self = std::unique_ptr<RankTransfers>(new RankTransfers());
+  void* base = cache.base;
+  if (!cache.device.is_cpu()) {
+    if (backend == nullptr || !(backend->device() == cache.device)) {
+      return absl::InvalidArgumentError("a GPU KV cache needs its backend for host staging");
+    }
+    const int64_t block_elems = cache.block_stride;
+    if (block_elems !=
+        cache.num_layers * 2 * cache.block_size * cache.num_kv_heads * cache.head_dim) {
+      return absl::UnimplementedError("host staging needs one contiguous region per KV block");
+    }
+    self->backend_ = backend;
+    self->device_blocks_ =
+        Tensor::Borrow(cache.base, {cache.num_blocks, block_elems}, cache.dtype, cache.device);
+    CPSERVE_ASSIGN_OR_RETURN(self->mirror_,
+                             Tensor::Empty({cache.num_blocks, block_elems}, cache.dtype));
+    base = self->mirror_.raw();
+  }
   transfer::AgentOptions options;
   options.name = absl::StrCat("cpserve-rank-", rank);
   CPSERVE_ASSIGN_OR_RETURN(self->agent_, transfer::TransferAgent::Create(options));
   transfer::KvRegion region;
-  region.base = cache.base;
+  region.base = base;
   region.num_blocks = cache.num_blocks;
   region.block_stride_bytes = static_cast<uint64_t>(cache.block_stride) * cache.element_size();
   region.bytes = region.block_stride_bytes * static_cast<uint64_t>(cache.num_blocks);
@@ -51,7 +66,30 @@ absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(const KvCac
                            self->agent_->ReserveBlocks(probe, {}, absl::InfiniteFuture()));
   (void)self->agent_->CancelReceive(probe);
   (void)self->agent_->Release(probe);
+  LOG(INFO) << "rank " << rank << ": KV transfer path " << self->path() << " ("
+            << region.bytes / (1 << 20) << " MiB region)";
   return self;
+}
+
+absl::Status RankTransfers::CopyBlocks(std::vector<int32_t> ids, bool to_host) {
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  const int64_t n = device_blocks_.dim(0);
+  for (size_t i = 0; i < ids.size();) {
+    size_t j = i + 1;
+    while (j < ids.size() && ids[j] == ids[j - 1] + 1) ++j;
+    const int64_t first = ids[i], end = int64_t{ids[j - 1]} + 1;
+    if (first < 0 || end > n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("block ", first, "..", end - 1, " outside the KV cache of ", n, " blocks"));
+    }
+    const Tensor dev = device_blocks_.Slice(0, first, end);
+    const Tensor host = mirror_.Slice(0, first, end);
+    CPSERVE_RETURN_IF_ERROR(to_host ? backend_->CopyToHost(dev, host)
+                                    : backend_->CopyFromHost(host, dev));
+    i = j;
+  }
+  return absl::OkStatus();
 }
 
 v1::KvDestination RankTransfers::DestinationTemplate() const { return template_; }
@@ -64,14 +102,24 @@ int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
     case v1::TransferOp::KIND_RESERVE: {
       auto d = a.ReserveBlocks(op.transfer_id(), {ids.begin(), ids.end()},
                                Deadline(op.deadline_unix_us()));
+      if (d.ok() && staged()) receiving_[op.transfer_id()].assign(ids.begin(), ids.end());
       return d.ok() ? kTransferDone : Failed(d.status());
     }
     case v1::TransferOp::KIND_POLL_RECEIVE: {
       std::optional<absl::Status> s = a.PollReceived(op.transfer_id());
       if (!s.has_value()) return kTransferPending;
+      if (s->ok() && staged()) {
+        // Every put has landed in the mirror: move the blocks to the GPU (once).
+        if (auto it = receiving_.find(op.transfer_id()); it != receiving_.end()) {
+          const absl::Status up = CopyBlocks(it->second, /*to_host=*/false);
+          receiving_.erase(it);
+          if (!up.ok()) return Failed(up);
+        }
+      }
       return s->ok() ? kTransferDone : Failed(*s);
     }
     case v1::TransferOp::KIND_RELEASE: {
+      receiving_.erase(op.transfer_id());
       if (!a.PollReceived(op.transfer_id()).has_value()) (void)a.CancelReceive(op.transfer_id());
       const absl::Status released = a.Release(op.transfer_id());
       if (absl::IsNotFound(released)) return kTransferDone;  // gone: no sender can write
@@ -86,6 +134,13 @@ int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
       req.prompt_len = op.prompt_len();
       req.block_ids.assign(ids.begin(), ids.end());
       req.deadline = Deadline(op.deadline_unix_us());
+      if (staged()) {
+        // The prefill that wrote these blocks ran on the backend's stream; the copy
+        // follows it there and returns once the mirror holds them.
+        if (const absl::Status down = CopyBlocks(req.block_ids, /*to_host=*/true); !down.ok()) {
+          return Failed(down);
+        }
+      }
       pushes_[op.transfer_id()] = a.PushAsync(std::move(req));
       return kTransferPending;
     }

@@ -2,6 +2,16 @@
 // cache registered, and the execution of the TransferOps a step command carries
 // (protos/cpserve/v1/step.proto). Every rank runs the same ops; outcome codes are
 // combined over the group (max) so the leader learns the pool-wide result.
+//
+// Transfer paths (path() names the one in use; logged at start):
+//  - "ucx-host": a host KV cache (CPU backend) is registered with UCX directly.
+//  - "ucx-host-staging": a GPU KV cache (Debian's UCX has no CUDA transports) is
+//    mirrored by a host buffer of the same layout, which UCX registers and the
+//    descriptors address. A push first copies the request's blocks device → host
+//    (on the backend's stream, after the prefill that wrote them); a receive, once
+//    every put has landed, copies the reserved blocks host → device before the
+//    request is marked ready. The mirror is ordinary host memory (the Backend API
+//    has no host-pinning hook yet), so copies run at pageable-memory rates.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "cpserve/v1/step.pb.h"
+#include "kernels/backend.h"
 #include "kernels/kv_cache.h"
 #include "worker/comm/collective_group.h"
 #include "worker/kv/cp_layout.h"
@@ -27,9 +38,15 @@ inline constexpr int32_t kTransferFailedBase = 100;  // + absl::StatusCode
 
 class RankTransfers {
  public:
-  // Creates the agent and registers `cache` (host memory) as this rank's region.
+  // Creates the agent and registers `cache` as this rank's region: directly when it
+  // is host memory, through a host mirror when it is on a GPU (`backend` — the one
+  // owning the cache — does the copies; required then).
   static absl::StatusOr<std::unique_ptr<RankTransfers>> Create(const KvCacheView& cache,
-                                                               const CpLayout& layout, int rank);
+                                                               const CpLayout& layout, int rank,
+                                                               Backend* backend = nullptr);
+
+  // "ucx-host" or "ucx-host-staging" (above).
+  const char* path() const { return staged() ? "ucx-host-staging" : "ucx-host"; }
 
   // This rank's destination template (address, rkey, region; no blocks).
   v1::KvDestination DestinationTemplate() const;
@@ -43,8 +60,16 @@ class RankTransfers {
 
  private:
   int32_t RunOne(const v1::TransferOp& op, int rank);
+  bool staged() const { return mirror_.defined(); }
+  // Copies blocks between the GPU cache and the host mirror (staged path only),
+  // coalescing runs of consecutive block ids.
+  absl::Status CopyBlocks(std::vector<int32_t> ids, bool to_host);
 
   std::unique_ptr<transfer::TransferAgent> agent_;
+  Backend* backend_ = nullptr;
+  Tensor device_blocks_;  // staged: the GPU cache as [num_blocks, block elements]
+  Tensor mirror_;         // staged: its host mirror, same shape
+  std::map<std::string, std::vector<int32_t>> receiving_;  // staged: reserved blocks per transfer
   v1::KvDestination template_;
   std::map<std::string, std::future<absl::Status>> pushes_;
   std::map<std::string, absl::Status> finished_pushes_;

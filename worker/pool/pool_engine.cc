@@ -5,12 +5,11 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/cpu_backend.h"
 #include "kernels/status_macros.h"
-#include "worker/comm/gloo_group.h"
 #include "worker/comm/rendezvous_client.h"
 #include "worker/engine/engine.h"
 #include "worker/model/weights.h"
+#include "worker/pool/pool_backend.h"
 
 namespace cpserve {
 namespace {
@@ -23,7 +22,9 @@ EngineOptions ToEngineOptions(const PoolEngineOptions& o) {
   eo.max_batch_tokens = o.max_batch_tokens;
   eo.max_running = static_cast<int32_t>(std::min<int64_t>(o.max_running, o.max_batch_tokens));
   eo.partition_prefill = o.role == PoolRole::kPrefill;
-  eo.enable_transfer = true;  // pools hand KV over (DESIGN §5)
+  // Pools hand KV over (DESIGN §5): a host KV cache directly, a GPU one through a
+  // host mirror (worker/engine/rank_transfers.h, path "ucx-host-staging").
+  eo.enable_transfer = true;
   return eo;
 }
 
@@ -33,18 +34,15 @@ EngineOptions ToEngineOptions(const PoolEngineOptions& o) {
 class PoolEngineImpl final : public GenerationEngine {
  public:
   static absl::StatusOr<std::unique_ptr<GenerationEngine>> Create(const PoolEngineOptions& o) {
-    if (o.device != "cpu") {
-      return absl::UnimplementedError(
-          absl::StrCat("device '", o.device, "': only the cpu backend is built so far"));
-    }
     if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size) {
       return absl::InvalidArgumentError(
           absl::StrCat("rank ", o.rank, " outside a pool of ", o.world_size));
     }
+    CPSERVE_ASSIGN_OR_RETURN(const Device device, PoolRankDevice(o.device, o.rank));
     auto self = std::unique_ptr<PoolEngineImpl>(new PoolEngineImpl());
     self->rank_ = o.rank;
-    CPSERVE_ASSIGN_OR_RETURN(self->weights_, LoadModel(o.model_dir, DType::kF32));
-    self->backend_ = MakeCpuBackend();
+    CPSERVE_ASSIGN_OR_RETURN(self->backend_, CreateRankBackend(device));
+    CPSERVE_ASSIGN_OR_RETURN(self->weights_, LoadWeightsForBackend(o.model_dir, *self->backend_));
     const EngineOptions eo = ToEngineOptions(o);
     if (o.world_size > 1) {
       const auto timeout =
@@ -53,8 +51,9 @@ class PoolEngineImpl final : public GenerationEngine {
                                comm::RendezvousClient::Connect(o.leader_address, timeout));
       self->client_ = std::move(client);
       CPSERVE_ASSIGN_OR_RETURN(
-          self->group_, comm::CreateGlooGroup(*self->client_, comm::RendezvousPrefix(o.pool, 0),
-                                              o.rank, o.world_size, {o.listen_host, timeout}));
+          self->group_,
+          CreateRankGroup(*self->backend_, *self->client_, comm::RendezvousPrefix(o.pool, 0),
+                          o.rank, o.world_size, o.listen_host, timeout));
     }
     if (o.rank == 0) {
       CPSERVE_ASSIGN_OR_RETURN(

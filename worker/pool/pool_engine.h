@@ -27,8 +27,9 @@ struct PoolEngineOptions {
   int world_size = 1;
   std::string leader_address;             // host:port of rank 0's rendezvous store
   std::string listen_host = "127.0.0.1";  // address this rank's Gloo/UCX endpoints use
-  std::string model_dir;                  // resolved Hugging Face directory
-  std::string device = "cpu";             // "cpu" | "cuda[:i]"
+  std::string model_dir;  // resolved model directory (ResolveModelDir; synthetic ones too)
+  // "cpu" | "cuda" | "cuda:<first gpu>" | "cuda:<gpu>,<gpu>,..." (pool_backend.h).
+  std::string device = "cpu";
   int32_t block_size = 16;
   int32_t interleave = 0;     // 0: = block_size
   int32_t num_kv_blocks = 0;  // 0: sized automatically
