@@ -211,9 +211,6 @@ int RunPool(PoolRole role) {
     return 1;
   }
   core.SetEngine(engine->get());
-  SetServing(*server.server(), service_names, true);
-  std::cout << who << ": serving (model " << *model_dir << ", device " << eo.device << ")"
-            << std::endl;
 
   std::unique_ptr<Registrar> registrar;
   if (rank == 0 && !absl::GetFlag(FLAGS_router).empty()) {
@@ -239,7 +236,16 @@ int RunPool(PoolRole role) {
       load.set_total_kv_blocks(st.total_kv_blocks);
       return load;
     });
+    // Report SERVING once the router knows the pool (bounded: a router that comes later
+    // still gets the registration), so "healthy" means "reachable through the router".
+    if (!registrar->WaitRegistered(absl::Seconds(10))) {
+      LOG(WARNING) << who << ": not registered with router " << absl::GetFlag(FLAGS_router)
+                   << " yet; serving anyway and registering in the background";
+    }
   }
+  SetServing(*server.server(), service_names, true);
+  std::cout << who << ": serving (model " << *model_dir << ", device " << eo.device << ")"
+            << std::endl;
 
   int exit_code = 0;
   while (!service::ShutdownRequested()) {

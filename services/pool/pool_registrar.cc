@@ -43,6 +43,12 @@ int64_t Registrar::registrations() const {
   return registrations_;
 }
 
+bool Registrar::WaitRegistered(absl::Duration timeout) const {
+  absl::MutexLock l(&mu_);
+  auto registered = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return registrations_ > 0; };
+  return mu_.AwaitWithTimeout(absl::Condition(&registered), timeout);
+}
+
 void Registrar::Loop() {
   const absl::Duration call_timeout =
       std::clamp(options_.interval, absl::Milliseconds(200), absl::Seconds(2));

@@ -38,6 +38,8 @@ class Registrar {
 
   // Number of successful Register calls so far (re-registrations included).
   int64_t registrations() const;
+  // Blocks until the first successful registration or `timeout`; true if registered.
+  bool WaitRegistered(absl::Duration timeout) const;
 
  private:
   class Client;
