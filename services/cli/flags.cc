@@ -25,7 +25,14 @@ ABSL_FLAG(int32_t, world_size, 1, "Ranks in the pool (the context-parallel degre
 ABSL_FLAG(std::string, leader, "",
           "host:port of rank 0 of the pool (its rendezvous store); empty on rank 0 itself.");
 ABSL_FLAG(std::string, router, "", "host:port of the router to register with; empty: none.");
-ABSL_FLAG(std::string, device, "cpu", "Backend of this rank: cpu (fp32) or cuda[:index] (bf16).");
+ABSL_FLAG(std::string, device, "cpu",
+          "Backend: cpu (fp32) or, bf16 on GPUs, cuda (rank r on GPU r), cuda:B (rank r on GPU "
+          "B + r) or cuda:a,b,... (rank r on the r-th listed GPU). `up`: the default for both "
+          "pools.");
+ABSL_FLAG(std::string, prefill_device, "",
+          "up: --device of the prefill pool's ranks (empty: --device), e.g. cuda:0");
+ABSL_FLAG(std::string, decode_device, "",
+          "up: --device of the decode pool's ranks (empty: --device), e.g. cuda:2");
 ABSL_FLAG(int32_t, block_size, 16, "KV block size B in tokens.");
 ABSL_FLAG(int32_t, interleave, 0,
           "KV interleave size I in tokens (divides block_size); 0 means I = block_size.");

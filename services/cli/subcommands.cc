@@ -95,6 +95,8 @@ const std::vector<Subcommand>& Subcommands() {
         "decode_ranks",
         "long_prompt_tokens",
         "device",
+        "prefill_device",
+        "decode_device",
         "block_size",
         "interleave",
         "num_kv_blocks",

@@ -46,6 +46,13 @@ void ForwardFlags(std::vector<std::string>& argv,
   }
 }
 
+// --prefill_device / --decode_device, else --device.
+std::string PoolDevice(const std::string& role) {
+  const std::string own =
+      absl::GetFlag(role == "prefill" ? FLAGS_prefill_device : FLAGS_decode_device);
+  return own.empty() ? absl::GetFlag(FLAGS_device) : own;
+}
+
 absl::StatusOr<std::string> MakeLogDir() {
   std::string dir = absl::GetFlag(FLAGS_cluster_log_dir);
   if (!dir.empty()) {
@@ -254,7 +261,7 @@ int Up() {
           absl::StrCat("--port=", *port),
           absl::StrCat("--metrics_port=", *mport),
           "--model=" + *model,
-          "--device=" + absl::GetFlag(FLAGS_device),
+          "--device=" + PoolDevice(role),
           absl::StrCat("--block_size=", absl::GetFlag(FLAGS_block_size)),
           absl::StrCat("--interleave=", absl::GetFlag(FLAGS_interleave)),
           absl::StrCat("--num_kv_blocks=", absl::GetFlag(FLAGS_num_kv_blocks)),
