@@ -112,7 +112,9 @@ class ForwardAccelerator final : public DecodeStepAccelerator {
   ForwardAccelerator(LlamaModel& model, Backend& backend, const KvCacheView& cache,
                      int64_t max_context)
       : model_(model),
-        attention_(backend, nullptr, cache, CpLayout{1, cache.block_size, cache.block_size}),
+        attention_(
+            backend, nullptr, cache,
+            CpLayout{1, static_cast<int>(cache.block_size), static_cast<int>(cache.block_size)}),
         max_context_(max_context) {}
 
   absl::StatusOr<Tensor> Decode(const DecodeBatch& batch) override {
