@@ -173,18 +173,24 @@ std::vector<Stream> RunStaggered(Engine& e, const std::vector<std::vector<int32_
     p.ignore_eos = true;
     p.return_logits = true;
     Stream* r = &out[i];
-    EXPECT_TRUE(e.Submit("r" + std::to_string(i), prompts[i], p, [r, &mu](const TokenEvent& ev) {
-                   absl::MutexLock lock(&mu);
-                   if (ev.token >= 0) {
-                     r->tokens.push_back(ev.token);
-                     r->logits.push_back(ev.logits);
-                   }
-                   if (ev.finished) {
-                     r->status = ev.status;
-                     r->done = true;
-                   }
-                 }).ok());
+    const absl::Status submitted =
+        e.Submit("r" + std::to_string(i), prompts[i], p, [r, &mu](const TokenEvent& ev) {
+          absl::MutexLock lock(&mu);
+          if (ev.token >= 0) {
+            r->tokens.push_back(ev.token);
+            r->logits.push_back(ev.logits);
+          }
+          if (ev.finished) {
+            r->status = ev.status;
+            r->done = true;
+          }
+        });
+    EXPECT_TRUE(submitted.ok()) << submitted;
     absl::MutexLock lock(&mu);
+    if (!submitted.ok()) {
+      r->status = submitted;
+      r->done = true;
+    }
     mu.Await(absl::Condition(
         +[](Stream* s) { return s->done || s->tokens.size() >= 3; }, r));
   }

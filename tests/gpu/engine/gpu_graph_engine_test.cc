@@ -71,9 +71,12 @@ std::vector<Stream> RunStaggered(Engine& e, const std::vector<std::vector<int32_
           }
         });
     EXPECT_TRUE(submitted.ok()) << submitted;
-    if (!submitted.ok()) return out;
     Wait w{r, gap};
     absl::MutexLock lock(&mu);
+    if (!submitted.ok()) {
+      r->status = submitted;
+      r->done = true;
+    }
     mu.Await(absl::Condition(
         +[](Wait* x) { return x->s->done || x->s->tokens.size() >= x->n; }, &w));
   }
