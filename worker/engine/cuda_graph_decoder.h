@@ -14,10 +14,10 @@
 // its whole context including itself (kv_len = position + 1). The same work can be
 // queued op by op (use_graph = false): results are bit-identical to the replay.
 //
-// Integration (not done here): StepRunner can route steps whose items are all
-// single-token, replicated decode items on a one-rank pool here (positions =
-// context_len, slots and block tables as it computes them today), then sample from
-// the returned logits as now.
+// Integration: the engine reaches it through DecodeStepAccelerator
+// (cuda_graph_accelerator.h); StepRunner routes steps whose items are all
+// single-token, replicated decode items on a one-rank pool here
+// (IsAcceleratedDecodeStep), then samples from the returned logits as before.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -31,16 +31,10 @@
 #include "absl/types/span.h"
 #include "kernels/backend.h"
 #include "kernels/kv_cache.h"
+#include "worker/engine/decode_step_accelerator.h"
 #include "worker/model/llama_model.h"
 
 namespace cpserve {
-
-struct DecodeBatch {
-  std::vector<int32_t> tokens;     // [B] the new token of each sequence
-  std::vector<int64_t> positions;  // [B] its position (= tokens already cached)
-  std::vector<int64_t> slots;      // [B] cache slot for its K/V (block * B + offset)
-  std::vector<absl::Span<const int32_t>> block_tables;  // [B], >= ceil((position + 1) / B) ids
-};
 
 struct GraphDecoderOptions {
   std::vector<int64_t> batch_buckets = {1, 2, 4, 8, 16, 32, 64};  // ascending

@@ -69,6 +69,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelWeights& weigh
                                                    std::move(scheduler), std::move(st.cache),
                                                    st.view, std::move(st.transfers)));
   engine->templates_ = std::move(st.templates);
+  if (world == 1 && options.cuda_graphs && options.decode_accelerator) {
+    CPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<DecodeStepAccelerator> accelerator,
+                             options.decode_accelerator(engine->model_, backend, st.view));
+    engine->runner_.SetAccelerator(std::move(accelerator));
+  }
   engine->Start();
   return engine;
 }
@@ -103,7 +108,7 @@ Engine::~Engine() {
     absl::MutexLock lock(&mu_);
     stop_ = true;
   }
-  thread_.join();
+  if (thread_.joinable()) thread_.join();  // not started when Create failed
   if (group_ != nullptr && healthy_.load()) {
     v1::StepCommand stop;
     stop.set_kind(v1::StepCommand::KIND_STOP);
@@ -333,6 +338,10 @@ void Engine::PublishStats() {
   stats_.waiting = scheduler_.num_waiting();
   stats_.running = scheduler_.num_running();
   stats_.free_kv_blocks = scheduler_.block_manager(0).num_free();
+  stats_.accelerated_steps = runner_.accelerated_steps();
+  if (runner_.accelerator() != nullptr) {
+    stats_.graphs_captured = runner_.accelerator()->graphs_captured();
+  }
 }
 
 void Engine::FailAll(const absl::Status& status) {

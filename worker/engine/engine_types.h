@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "kernels/sampling.h"
+#include "worker/engine/decode_step_accelerator.h"
 #include "worker/engine/scheduler_types.h"
 
 namespace cpserve {
@@ -61,6 +62,13 @@ struct EngineOptions {
   int64_t max_batch_tokens = 2048;
   int32_t max_running = 64;
   int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
+  // Decode steps (every item one sampled token, nothing partitioned) of a one-rank
+  // engine go through the accelerator this factory makes — CUDA graphs:
+  // CudaGraphAcceleratorFactory() (cuda_graph_accelerator.h, CUDA builds), which the
+  // pool engine passes on CUDA builds. Null: no accelerator. cuda_graphs = false
+  // turns it off (every step takes the normal path) without removing the factory.
+  DecodeAcceleratorFactory decode_accelerator;
+  bool cuda_graphs = true;
 };
 
 struct EngineStats {
@@ -70,6 +78,8 @@ struct EngineStats {
   int64_t running = 0;
   int32_t free_kv_blocks = 0;
   int32_t total_kv_blocks = 0;
+  int64_t accelerated_steps = 0;  // steps run by the decode accelerator (CUDA graphs)
+  int32_t graphs_captured = 0;    // its CUDA graphs (one per batch bucket used)
 };
 
 }  // namespace cpserve

@@ -77,9 +77,24 @@ absl::StatusOr<StepOutput> StepRunner::Run(const v1::StepCommand& command) {
     }
     ++num_sampling;
   }
-  CPSERVE_RETURN_IF_ERROR(
-      attention_.SetStep(std::move(works), std::move(layout), std::move(tables), slots));
-  CPSERVE_ASSIGN_OR_RETURN(Tensor logits, model_.Forward(in, attention_));
+  Tensor logits;
+  if (accelerator_ != nullptr && IsAcceleratedDecodeStep(command, world, accelerator_->max_batch(),
+                                                         accelerator_->max_context())) {
+    // One rank, one sampled token per item: logits rows and slots are in plan order.
+    DecodeBatch batch;
+    for (const v1::StepWork& w : command.work()) {
+      batch.tokens.push_back(w.tokens(0));
+      batch.positions.push_back(w.start());
+    }
+    batch.slots = slots;
+    for (const auto& t : tables) batch.block_tables.emplace_back(t);
+    CPSERVE_ASSIGN_OR_RETURN(logits, accelerator_->Decode(batch));
+    ++accelerated_steps_;
+  } else {
+    CPSERVE_RETURN_IF_ERROR(
+        attention_.SetStep(std::move(works), std::move(layout), std::move(tables), slots));
+    CPSERVE_ASSIGN_OR_RETURN(logits, model_.Forward(in, attention_));
+  }
 
   const int64_t vocab = model_.config().vocab_size;
   const int64_t s = static_cast<int64_t>(sampling_items.size());

@@ -3,9 +3,12 @@
 // of partitioned items, all tokens of replicated ones), runs the model with the CP
 // attention layer, samples the rows this rank holds and shares the sampled tokens
 // with every rank (all-reduce), so the leader learns tokens sampled elsewhere.
+// With a decode accelerator (one rank only), steps IsAcceleratedDecodeStep accepts
+// run the model through it instead; sampling is the same.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -13,6 +16,7 @@
 #include "kernels/backend.h"
 #include "worker/comm/collective_group.h"
 #include "worker/cp/cp_attention.h"
+#include "worker/engine/decode_step_accelerator.h"
 #include "worker/model/llama_model.h"
 
 namespace cpserve {
@@ -32,6 +36,14 @@ class StepRunner {
 
   absl::StatusOr<StepOutput> Run(const v1::StepCommand& command);
 
+  // Routes the steps IsAcceleratedDecodeStep accepts to `accelerator` (null: none).
+  // Single-rank runners only (the caller checks).
+  void SetAccelerator(std::unique_ptr<DecodeStepAccelerator> accelerator) {
+    accelerator_ = std::move(accelerator);
+  }
+  const DecodeStepAccelerator* accelerator() const { return accelerator_.get(); }
+  int64_t accelerated_steps() const { return accelerated_steps_; }
+
   int rank() const { return rank_; }
   int world_size() const { return kv_layout_.world_size; }
 
@@ -42,6 +54,8 @@ class StepRunner {
   CpLayout kv_layout_;
   int rank_;
   CpAttention attention_;
+  std::unique_ptr<DecodeStepAccelerator> accelerator_;
+  int64_t accelerated_steps_ = 0;
 };
 
 // Broadcasts a step command from rank 0 (size, then bytes) / receives it on the others.

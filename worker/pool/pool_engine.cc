@@ -8,6 +8,9 @@
 #include "kernels/status_macros.h"
 #include "worker/comm/rendezvous_client.h"
 #include "worker/engine/engine.h"
+#ifdef CPSERVE_POOL_HAVE_CUDA_GRAPHS
+#include "worker/engine/cuda_graph_accelerator.h"
+#endif
 #include "worker/model/weights.h"
 #include "worker/pool/pool_backend.h"
 
@@ -25,6 +28,12 @@ EngineOptions ToEngineOptions(const PoolEngineOptions& o) {
   // Pools hand KV over (DESIGN §5): a host KV cache directly, a GPU one through a
   // host mirror (worker/engine/rank_transfers.h, path "ucx-host-staging").
   eo.enable_transfer = true;
+#ifdef CPSERVE_POOL_HAVE_CUDA_GRAPHS
+  // Decode steps of a one-GPU pool replay CUDA graphs (the engine applies it only
+  // with one rank and a CUDA backend).
+  eo.decode_accelerator = CudaGraphAcceleratorFactory();
+  eo.cuda_graphs = o.cuda_graphs;
+#endif
   return eo;
 }
 

@@ -36,6 +36,9 @@ struct PoolEngineOptions {
   int64_t max_batch_tokens = 2048;
   int32_t max_running = 64;
   absl::Duration collective_timeout = absl::Seconds(30);
+  // One-rank pools on a GPU run decode steps through CUDA graphs (CUDA builds);
+  // false: every step op by op (EngineOptions::cuda_graphs).
+  bool cuda_graphs = true;
 };
 
 // Creates this rank's engine (loads the model, forms the collective group, starts
