@@ -39,11 +39,11 @@ step() {
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$summary"
 for t in cuda_backend_test cuda_attention_test cuda_attention_decode_test \
-  cuda_graph_decoder_test gpu_engine_test gpu_engine_graphs_test synthetic_gpu_test \
+  cuda_graph_decoder_test gpu_engine_test gpu_graph_engine_test synthetic_gpu_test \
   nccl_group_test nccl_host_staging_test gpu_cp_equivalence_test gpu_kv_staging_test; do
   [[ -x $bundle/bin/$t ]] && step "$t" 1 "$bundle/bin/$t"
 done
-for b in cuda_kernels_bench cuda_graph_decoder_bench gpu_engine_graphs_bench; do
+for b in cuda_kernels_bench cuda_graph_decoder_bench; do
   [[ -x $bundle/bin/$b ]] && step "$b" 1 "$bundle/bin/$b"
 done
 [[ -x $bundle/bin/cpserve_attention_sweep ]] &&

@@ -29,6 +29,8 @@ ABSL_FLAG(std::string, device, "cpu",
           "Backend: cpu (fp32) or, bf16 on GPUs, cuda (rank r on GPU r), cuda:B (rank r on GPU "
           "B + r) or cuda:a,b,... (rank r on the r-th listed GPU). `up`: the default for both "
           "pools.");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "CUDA ranks of one-rank pools run decode steps through CUDA graphs (false: op by op).");
 ABSL_FLAG(std::string, prefill_device, "",
           "up: --device of the prefill pool's ranks (empty: --device), e.g. cuda:0");
 ABSL_FLAG(std::string, decode_device, "",
