@@ -10,13 +10,15 @@
 # summary.txt (one line per step with its exit status and time), logs.tar.gz (every log),
 # bench_attention.json and hf_check.json. Our binaries run with BUNDLE/env.sh; PyTorch runs
 # without it (env.sh puts the system's cuDNN ahead of PyTorch's own). NCCL_NVLS_ENABLE=0 is
-# exported for every process. Exit status: number of failed steps (0 = all passed).
+# exported for every process; each step is stopped after $CPSERVE_STEP_TIMEOUT s (300).
+# Exit status: number of failed steps (0 = all passed).
 set -uo pipefail
 bundle=$(cd "${1:?usage: run-gpu-suite.sh BUNDLE [OUT_DIR]}" && pwd)
 out=${2:-${OUT:-/tmp/cpserve-gpu-suite}}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$out/logs"
 export NCCL_NVLS_ENABLE=0 CPSERVE_BIN_DIR=$bundle/bin PYTHONUNBUFFERED=1
+step_timeout=${CPSERVE_STEP_TIMEOUT:-300}  # seconds per step
 summary=$out/summary.txt
 : >"$summary"
 failed=0
@@ -27,9 +29,9 @@ step() {
   shift 2
   local t0=$SECONDS rc
   if [[ $with_env == 1 ]]; then
-    (source "$bundle/env.sh" && "$@") >"$out/logs/$name.log" 2>&1
+    (source "$bundle/env.sh" && timeout "$step_timeout" "$@") >"$out/logs/$name.log" 2>&1
   else
-    "$@" >"$out/logs/$name.log" 2>&1
+    timeout "$step_timeout" "$@" >"$out/logs/$name.log" 2>&1
   fi
   rc=$?
   ((rc == 0)) || failed=$((failed + 1))
@@ -43,11 +45,11 @@ for t in cuda_backend_test cuda_attention_test cuda_attention_decode_test \
   nccl_group_test nccl_host_staging_test gpu_cp_equivalence_test gpu_kv_staging_test; do
   [[ -x $bundle/bin/$t ]] && step "$t" 1 "$bundle/bin/$t"
 done
-for b in cuda_kernels_bench cuda_graph_decoder_bench; do
-  [[ -x $bundle/bin/$b ]] && step "$b" 1 "$bundle/bin/$b"
-done
 [[ -x $bundle/bin/cpserve_attention_sweep ]] &&
   step bench_attention 0 env OUT="$out" bash "$here/bench_attention.sh" --bin "$bundle/bin" --skip-tests
+for b in cuda_graph_decoder_bench cuda_kernels_bench; do
+  [[ -x $bundle/bin/$b ]] && step "$b" 1 "$bundle/bin/$b"
+done
 [[ -x $bundle/bin/cpserve_hf_dump ]] &&
   step hf_check 0 env OUT="$out" python3 "$here/hf_check.py" --bin "$bundle/bin" --work /tmp/hf-check
 tar -C "$out" -czf "$out/logs.tar.gz" logs && rm -rf "$out/logs"
