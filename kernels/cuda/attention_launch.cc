@@ -8,7 +8,9 @@
 #include <atomic>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +26,23 @@ constexpr int64_t kMinKeysPerSplit = 256;
 constexpr int kMaxSplits = 64;
 
 std::atomic<PrefillKernel> g_prefill_kernel{PrefillKernel::kAuto};
+
+// What kAuto means: $CPSERVE_PREFILL_KERNEL (mma | hopper | hopper_persistent), read
+// once; mma.sync when unset. The Hopper kernel passes its kernel tests and benchmarks,
+// but the engine at head dim 128 stopped making progress on an H200 with it in the
+// 2026-11-22 run (synthetic_gpu_test, the llama-8L engine lines of
+// cuda_graph_decoder_bench; head dims 32/64 and the decode paths were fine), so it is
+// opt-in until that is understood.
+PrefillKernel AutoPrefillKernel() {
+  static const PrefillKernel kind = [] {
+    const char* env = std::getenv("CPSERVE_PREFILL_KERNEL");
+    const std::string v = env != nullptr ? env : "";
+    if (v == "hopper") return PrefillKernel::kHopper;
+    if (v == "hopper_persistent") return PrefillKernel::kHopperPersistent;
+    return PrefillKernel::kMmaSync;
+  }();
+  return kind;
+}
 
 absl::Status CudaError(cudaError_t err, const char* op, const char* what) {
   return absl::InternalError(absl::StrCat(op, ": ", what, ": ", cudaGetErrorName(err), " (",
@@ -237,14 +256,13 @@ absl::Status RunAttention(const Problem& p, absl::Span<const Segment> segments,
   const double scale = p.scale != 0.0f ? p.scale : 1.0 / std::sqrt(static_cast<double>(d));
   // Hopper kernel: prefill, head dim 128, sm_90, q rows 16-byte aligned (cp.async),
   // positive scale (it takes row maxima of unscaled scores).
-  const PrefillKernel choice = g_prefill_kernel.load(std::memory_order_relaxed);
+  PrefillKernel choice = g_prefill_kernel.load(std::memory_order_relaxed);
+  if (choice == PrefillKernel::kAuto) choice = AutoPrefillKernel();
   int hopper_variant = 0;  // LaunchAttentionKernels' numbering
   if (p.k.defined() && d == kHopperHeadDim && choice != PrefillKernel::kMmaSync && scale > 0 &&
       Aligned(p.q.raw(), 16) && p.q.stride(0) % 8 == 0 && p.q.stride(1) % 8 == 0 &&
       HopperFlashSupported(device)) {
-    hopper_variant = choice == PrefillKernel::kAuto
-                         ? 2  // HopperVariant::kPersistent
-                         : static_cast<int>(choice) - static_cast<int>(PrefillKernel::kHopper) + 1;
+    hopper_variant = static_cast<int>(choice) - static_cast<int>(PrefillKernel::kHopper) + 1;
   }
   const Plan plan = hopper_variant > 0 ? MakePlan(p, segments, num_sms, kHopperRows, kHopperKeys)
                                        : MakePlan(p, segments, num_sms, kTileRows, kTileKeys);

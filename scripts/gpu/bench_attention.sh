@@ -20,6 +20,9 @@
 # copy, timed in the same run) -> one table; JSON in $OUT/bench_attention.json if OUT is set.
 # Exit status: non-zero if the build, the tests or a timing step fails.
 set -euo pipefail
+# Our prefill kernel: the Hopper one unless told otherwise (the engine default is mma.sync
+# until the engine-level issue noted in kernels/cuda/attention_launch.cc is understood).
+export CPSERVE_PREFILL_KERNEL=${CPSERVE_PREFILL_KERNEL:-hopper_persistent}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." 2>/dev/null && pwd || true)
 bin=${CPSERVE_BENCH_BIN:-}
