@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   install dependencies, build, run the demo
-#   make test   install dependencies, build, run every test (not the `slow` label)
+#   make test   install dependencies, build, run every test (not the `slow` label), then
+#               an ASan+UBSan build of a subset (scripts/sanitizer-smoke.sh)
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 CPSERVE_CUDA ?= AUTO
@@ -22,6 +23,7 @@ build: configure
 
 test: deps build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS) -LE slow $(CTEST_ARGS)
+	JOBS=$(JOBS) scripts/sanitizer-smoke.sh
 
 # Everything, the slow label included.
 test-all: deps build
