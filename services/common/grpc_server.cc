@@ -4,11 +4,13 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 
@@ -52,6 +54,25 @@ void InstallShutdownSignalHandlers() {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // SIGTERM/SIGINT are taken by one thread that waits for them; every thread started
+  // after this (gRPC's, the engine's) inherits the blocked mask. A handler can then never
+  // run on a thread parked in a raw futex wait, where ThreadSanitizer (which defers
+  // signals to the next intercepted call) would hold it forever. Threads that already
+  // exist keep the handler above.
+  static std::once_flag once;
+  std::call_once(once, [] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::thread([set] {
+      for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) == 0) OnShutdownSignal(sig);
+      }
+    }).detach();
+  });
 }
 
 void WaitForShutdownSignal() {

@@ -102,7 +102,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsOrInsecure(
     const TlsFiles& files, ClientCertPolicy policy) {
-  if (files.empty()) return grpc::InsecureServerCredentials();
+  if (files.empty()) return std::shared_ptr<grpc::ServerCredentials>();  // plaintext
   return MakeServerCredentials(files, policy);
 }
 

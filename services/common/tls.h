@@ -54,7 +54,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
     const TlsFiles& files);
 
-// Server credentials from `files`, or insecure ones when `files` is empty.
+// Server credentials from `files`, or null (plaintext: ServerOptions::credentials's
+// default) when `files` is empty.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsOrInsecure(
     const TlsFiles& files, ClientCertPolicy policy);
 // Channel credentials from `files`, or insecure ones when `files` is empty.

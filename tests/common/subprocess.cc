@@ -59,7 +59,16 @@ bool Subprocess::Start(const std::vector<std::string>& argv, const std::vector<s
   posix_spawn_file_actions_adddup2(&actions, fd, STDERR_FILENO);
   posix_spawn_file_actions_addclose(&actions, fd);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  const int rc = ::posix_spawn(&pid_, argp[0], &actions, nullptr, argp.data(), envp.data());
+  // The child starts with no blocked signals, whatever this thread blocks (services
+  // block SIGTERM/SIGINT and take them on a sigwait thread).
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  const int rc = ::posix_spawn(&pid_, argp[0], &actions, &attr, argp.data(), envp.data());
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
   ::close(fd);
   if (rc != 0) {

@@ -251,8 +251,10 @@ TEST(TlsFilesTest, ClearErrorsForMissingAndBadFiles) {
   c.ca = "/nonexistent/ca.pem";
   c.cert = "/nonexistent/c.pem";
   EXPECT_EQ(service::MakeChannelCredentials(c).status().code(), absl::StatusCode::kInvalidArgument);
-  // Empty files: insecure credentials, no error.
-  EXPECT_TRUE(service::ServerCredentialsOrInsecure({}, ClientCertPolicy::kRequire).ok());
+  // Empty files: plaintext (null server credentials, insecure channel ones), no error.
+  auto plain = service::ServerCredentialsOrInsecure({}, ClientCertPolicy::kRequire);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(*plain, nullptr);
   EXPECT_TRUE(service::ChannelCredentialsOrInsecure({}).ok());
 }
 
