@@ -130,6 +130,11 @@ TEST(TransferLoopbackTest, CancelBySender) {
 }
 
 TEST(TransferLoopbackTest, ReceiverKilledMidTransfer) {
+#if defined(__SANITIZE_THREAD__)
+  // Under TSan's slowdown the sender's deadline fires before the receiver's watcher sees
+  // the first bytes, so the scenario under test (death mid-transfer) does not happen.
+  GTEST_SKIP() << "timing-dependent scenario; not meaningful under ThreadSanitizer";
+#endif
   // A large transfer; the receiver dies when the first bytes land.
   const std::vector<std::string> big = {"--layers=16", "--heads=8", "--head_dim=64", "--block=16"};
   std::vector<std::string> recv = big, send = big;
