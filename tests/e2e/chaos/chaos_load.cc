@@ -49,8 +49,11 @@ class Canceller {
         continue;
       }
       auto first = queue_.begin();
-      if (Clock::now() < first->first.first) {
-        cv_.wait_until(lock, first->first.first);
+      // A copy: wait_until reads its deadline again after waking, when Remove() may
+      // have erased this node (found by the ASan run).
+      const Clock::time_point when = first->first.first;
+      if (Clock::now() < when) {
+        cv_.wait_until(lock, when);
         continue;
       }
       first->second.fired->store(true);
