@@ -159,6 +159,16 @@ __global__ void __launch_bounds__(kThreadsHopper, 1)
         CpAsyncCommit();
       };
       const int num_tiles = num_tiles_of(w);
+      if (num_tiles == 0 && v_pending) {
+        // Nothing to load for this work: publish the pending V now. Holding it until
+        // the next loaded tile deadlocks when two empty works follow: the consumers
+        // wait for that V before they take the next work, while thread 0 waits for
+        // them to take it (work_empty) before it fetches another (2026-11-22 hang).
+        CpAsyncWait<0>();
+        FenceProxyAsync();
+        MbarArrive(full_v + (gt - 1) % kStages);
+        v_pending = false;
+      }
       for (int t = 0; t < num_tiles; ++t, ++gt) {
         const int st = gt % kStages;
         const uint32_t reuse_parity = ((gt / kStages) - 1) & 1;

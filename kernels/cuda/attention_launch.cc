@@ -28,18 +28,15 @@ constexpr int kMaxSplits = 64;
 std::atomic<PrefillKernel> g_prefill_kernel{PrefillKernel::kAuto};
 
 // What kAuto means: $CPSERVE_PREFILL_KERNEL (mma | hopper | hopper_persistent), read
-// once; mma.sync when unset. The Hopper kernel passes its kernel tests and benchmarks,
-// but the engine at head dim 128 stopped making progress on an H200 with it in the
-// 2026-11-22 run (synthetic_gpu_test, the llama-8L engine lines of
-// cuda_graph_decoder_bench; head dims 32/64 and the decode paths were fine), so it is
-// opt-in until that is understood.
+// once; the persistent Hopper kernel when unset (it still needs head dim 128, sm_90
+// and 16-byte aligned q rows, else mma.sync runs).
 PrefillKernel AutoPrefillKernel() {
   static const PrefillKernel kind = [] {
     const char* env = std::getenv("CPSERVE_PREFILL_KERNEL");
     const std::string v = env != nullptr ? env : "";
+    if (v == "mma") return PrefillKernel::kMmaSync;
     if (v == "hopper") return PrefillKernel::kHopper;
-    if (v == "hopper_persistent") return PrefillKernel::kHopperPersistent;
-    return PrefillKernel::kMmaSync;
+    return PrefillKernel::kHopperPersistent;
   }();
   return kind;
 }

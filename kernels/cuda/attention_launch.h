@@ -37,7 +37,7 @@ struct Problem {
 // Which kernel runs prefill attention (dense keys given) with head dim 128 on a
 // compute capability 9.0 device; paged attention, other head dims and other
 // devices always run the mma.sync kernel. kAuto = $CPSERVE_PREFILL_KERNEL (mma,
-// hopper, hopper_persistent), mma.sync when unset (see attention_launch.cc). The Hopper
+// hopper, hopper_persistent), the persistent Hopper kernel when unset. The Hopper
 // kinds are attn::HopperVariant's (attention_hopper.h), in that order.
 // Process-wide, for tests and benchmarks that compare the kernels.
 enum class PrefillKernel {

@@ -88,7 +88,11 @@ absl::Status WriteSyntheticModelDir(const std::string& dir, const SyntheticSpec&
     return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
   const fs::path d(dir);
   CPSERVE_RETURN_IF_ERROR(WriteStringToFile((d / "config.json").string(), config.ToJson()));
-  CPSERVE_RETURN_IF_ERROR(WriteStringToFile((d / "tokenizer.json").string(), tok.tokenizer_json));
+  // The built-in tokenizer, its vocabulary padded to the model's (decodable ids).
+  CPSERVE_ASSIGN_OR_RETURN(
+      const std::string tokenizer_json,
+      tokenizer::PadTokenizerVocab(tok.tokenizer_json, static_cast<int>(config.vocab_size)));
+  CPSERVE_RETURN_IF_ERROR(WriteStringToFile((d / "tokenizer.json").string(), tokenizer_json));
   CPSERVE_RETURN_IF_ERROR(
       WriteStringToFile((d / "tokenizer_config.json").string(), tok.tokenizer_config_json));
   return WriteStringToFile((d / kSyntheticMarkerFile).string(), SyntheticMarkerJson(spec));
@@ -96,7 +100,8 @@ absl::Status WriteSyntheticModelDir(const std::string& dir, const SyntheticSpec&
 
 absl::StatusOr<std::string> EnsureSyntheticModelDir(const SyntheticSpec& spec) {
   const std::string name =
-      absl::StrCat("synthetic-", spec.preset, "-layers", spec.num_layers, "-seed", spec.seed);
+      absl::StrCat("synthetic-", spec.preset, "-layers", spec.num_layers, "-seed", spec.seed,
+                   "-v2");  // v2: tokenizer vocabulary padded to the model's
   return EnsureCached(
       name, [&spec](const std::string& dir) { return WriteSyntheticModelDir(dir, spec); });
 }

@@ -1,5 +1,6 @@
 #include "worker/tokenizer/synthetic_tokenizer.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -114,6 +115,43 @@ absl::StatusOr<std::string> BuildSyntheticTokenizerJson(int vocab_size) {
                         {"ignore_merges", false},
                         {"vocab", std::move(vocab)},
                         {"merges", std::move(merges)}};
+  return root.dump(2) + "\n";
+}
+
+absl::StatusOr<std::string> PadTokenizerVocab(absl::string_view tokenizer_json, int vocab_size) {
+  constexpr int kMaxPaddedVocab = 1 << 24;
+  if (vocab_size < 0 || vocab_size > kMaxPaddedVocab) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vocab_size ", vocab_size, " outside [0, ", kMaxPaddedVocab, "]"));
+  }
+  // nlohmann::json (a sorted map): ordered_json's linear key search is quadratic here.
+  nlohmann::json root = nlohmann::json::parse(tokenizer_json, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded() || !root.is_object() || !root.contains("model") ||
+      !root["model"].is_object() || root["model"].value("type", "") != "BPE" ||
+      !root["model"].contains("vocab") || !root["model"]["vocab"].is_object()) {
+    return absl::InvalidArgumentError("tokenizer.json has no BPE model vocabulary to pad");
+  }
+  nlohmann::json& vocab = root["model"]["vocab"];
+  int64_t next = 0;  // one past the largest id in use
+  for (const auto& [token, id] : vocab.items()) {
+    if (id.is_number_integer()) next = std::max<int64_t>(next, id.get<int64_t>() + 1);
+  }
+  if (root.contains("added_tokens") && root["added_tokens"].is_array()) {
+    for (const nlohmann::json& t : root["added_tokens"]) {
+      if (t.is_object() && t.contains("id") && t["id"].is_number_integer()) {
+        next = std::max<int64_t>(next, t["id"].get<int64_t>() + 1);
+      }
+    }
+  }
+  if (next >= vocab_size) return std::string(tokenizer_json);
+  for (int64_t id = next; id < vocab_size; ++id) {
+    const std::string token = absl::StrCat("<|id_", id, "|>");
+    if (vocab.contains(token)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token ", token, " already in the vocabulary"));
+    }
+    vocab[token] = id;
+  }
   return root.dump(2) + "\n";
 }
 

@@ -31,6 +31,15 @@ inline constexpr int kSyntheticMaxVocabSize = 65536;
 // [kSyntheticMinVocabSize, kSyntheticMaxVocabSize].
 absl::StatusOr<std::string> BuildSyntheticTokenizerJson(int vocab_size = 512);
 
+// `tokenizer_json` (a BPE tokenizer.json) with its vocabulary padded to `vocab_size`
+// ids: every id from one past the largest model or added id up to vocab_size - 1
+// gets the model token "<|id_N|>" (no merge produces it, so encoding is unchanged;
+// decoding id N gives that text). For the synthetic benchmark models, whose
+// embedding is larger than the built-in tokenizer. Unchanged when already that
+// large; InvalidArgument for JSON that is not a BPE tokenizer or a vocab_size above
+// 2^24.
+absl::StatusOr<std::string> PadTokenizerVocab(absl::string_view tokenizer_json, int vocab_size);
+
 // The embedded English training text.
 absl::string_view SyntheticTrainingText();
 

@@ -173,6 +173,21 @@ TEST_P(PrefillKernelTest, SplitFewQueriesLongContext) {
   ExpectClose(c, RunCase(c));
 }
 
+// One causal 1024-token segment, 16 query / 4 KV heads: too few 128-row works to
+// fill the GPU, so the planner splits the keys and every late split of an early row
+// tile is empty. The persistent kernel's blocks then take runs of empty works after
+// a loaded one (the engine's 2048-token prefill on the Llama-3-8B shape deadlocked
+// that way before the producer published its pending V tile on empty works).
+TEST_P(PrefillKernelTest, CausalSplitsWithEmptyWorks) {
+  SKIP_WITHOUT_GPU();
+  attn::SetPrefillKernel(GetParam());
+  CaseSpec c = Base(16, 4, 128);
+  c.segs = {{0, 1024, 0, 1024, 0}};
+  Finish(c);
+  c.seed = 1024;
+  ExpectClose(c, RunCase(c));
+}
+
 INSTANTIATE_TEST_SUITE_P(Kernels, PrefillKernelTest,
                          ::testing::Values(attn::PrefillKernel::kMmaSync,
                                            attn::PrefillKernel::kHopper,

@@ -77,5 +77,33 @@ TEST(SyntheticTokenizerTest, RejectsBadSizes) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The synthetic benchmark models (vocab 128256) use the built-in tokenizer padded to
+// their vocabulary: every id decodes, encoding is unchanged.
+TEST(SyntheticTokenizerTest, PaddedVocabularyDecodesEveryIdAndEncodesAsBefore) {
+  absl::StatusOr<std::string> base_json = BuildSyntheticTokenizerJson(512);
+  ASSERT_TRUE(base_json.ok()) << base_json.status();
+  absl::StatusOr<std::string> padded_json = PadTokenizerVocab(*base_json, 128256);
+  ASSERT_TRUE(padded_json.ok()) << padded_json.status();
+  absl::StatusOr<Tokenizer> base = Tokenizer::FromJson(*base_json);
+  absl::StatusOr<Tokenizer> padded = Tokenizer::FromJson(*padded_json);
+  ASSERT_TRUE(base.ok() && padded.ok());
+  EXPECT_EQ(padded->vocab_size(), 128256);
+  for (const char* text : {"The quick brown fox.", "<|id_700|> and <|id_5|>", "  spaces\n\t"}) {
+    EXPECT_EQ(padded->Encode(text), base->Encode(text)) << text;
+  }
+  for (int32_t id : {0, 255, 511}) EXPECT_EQ(*padded->Decode({id}), *base->Decode({id}));
+  EXPECT_EQ(*padded->Decode({512}), "<|id_512|>");
+  EXPECT_EQ(*padded->Decode({73691, 128255}), "<|id_73691|><|id_128255|>");
+  EXPECT_FALSE(padded->Decode({128256}).ok());
+  // Already large enough: the same text.
+  EXPECT_EQ(*PadTokenizerVocab(*base_json, 512), *base_json);
+  EXPECT_EQ(*PadTokenizerVocab(*base_json, 300), *base_json);
+  // Not a BPE tokenizer, or out of range.
+  EXPECT_EQ(PadTokenizerVocab("{}", 1000).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PadTokenizerVocab("not json", 1000).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PadTokenizerVocab(*base_json, -1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace cpserve::tokenizer
