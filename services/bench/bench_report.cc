@@ -33,7 +33,7 @@ BenchReport BuildReport(const RunConfig& config, std::vector<RequestRecord> reco
   rep.duration_s = duration_s;
   rep.peak_in_flight = peak_in_flight;
   rep.requests = static_cast<int64_t>(records.size());
-  std::vector<double> ttft, itl, tpot, e2e;
+  std::vector<double> ttft, itl, tpot, e2e, prefill, transfer, rate;
   std::vector<SloSample> slo;
   for (const RequestRecord& r : records) {
     ++rep.by_status[r.status];
@@ -50,7 +50,16 @@ BenchReport BuildReport(const RunConfig& config, std::vector<RequestRecord> reco
     e2e.push_back(r.e2e_ms);
     itl.insert(itl.end(), r.itl_ms.begin(), r.itl_ms.end());
     if (!r.itl_ms.empty()) tpot.push_back(MeanItlMs(r));
+    if (r.transport.empty()) continue;
+    ++rep.transports[r.transport];
+    prefill.push_back(r.server_prefill_ms);
+    transfer.push_back(r.transfer_ms);
+    if (r.transfer_ms > 0)
+      rate.push_back(static_cast<double>(r.transfer_bytes) / r.transfer_ms / 1e6);
   }
+  rep.server_prefill_ms = Summarize(std::move(prefill));
+  rep.transfer_ms = Summarize(std::move(transfer));
+  rep.transfer_gb_per_s = Summarize(std::move(rate));
   rep.ttft_ms = Summarize(std::move(ttft));
   rep.itl_ms = Summarize(std::move(itl));
   rep.tpot_ms = Summarize(std::move(tpot));
@@ -95,6 +104,12 @@ nlohmann::json ReportToJson(const BenchReport& rep, bool with_requests) {
   j["itl_ms"] = SummaryJson(rep.itl_ms);
   j["tpot_ms"] = SummaryJson(rep.tpot_ms);
   j["e2e_ms"] = SummaryJson(rep.e2e_ms);
+  if (!rep.transports.empty()) {
+    j["server_prefill_ms"] = SummaryJson(rep.server_prefill_ms);
+    j["transfer_ms"] = SummaryJson(rep.transfer_ms);
+    j["transfer_gb_per_s"] = SummaryJson(rep.transfer_gb_per_s);
+    j["transports"] = rep.transports;
+  }
   j["goodput"] = {{"met", rep.goodput.met},
                   {"total", rep.goodput.total},
                   {"fraction", rep.goodput.fraction},
@@ -112,6 +127,12 @@ nlohmann::json ReportToJson(const BenchReport& rep, bool with_requests) {
                              {"e2e_ms", r.e2e_ms},
                              {"mean_itl_ms", MeanItlMs(r)}};
       if (r.server_prompt_tokens >= 0) item["server_prompt_tokens"] = r.server_prompt_tokens;
+      if (!r.transport.empty()) {
+        item["server_prefill_ms"] = r.server_prefill_ms;
+        item["transfer_ms"] = r.transfer_ms;
+        item["transfer_bytes"] = r.transfer_bytes;
+        item["transport"] = r.transport;
+      }
       if (!r.error.empty()) item["error"] = r.error;
       list.push_back(std::move(item));
     }
@@ -156,6 +177,14 @@ std::string FormatReport(const BenchReport& rep) {
   absl::StrAppend(&out, SummaryRow("inter-token latency", rep.itl_ms));
   absl::StrAppend(&out, SummaryRow("time per output token", rep.tpot_ms));
   absl::StrAppend(&out, SummaryRow("end-to-end", rep.e2e_ms));
+  if (!rep.transports.empty()) {
+    absl::StrAppend(&out, SummaryRow("prefill (prefill pool)", rep.server_prefill_ms));
+    absl::StrAppend(&out, SummaryRow("KV transfer", rep.transfer_ms));
+    absl::StrAppend(&out, SummaryRow("KV transfer GB/s", rep.transfer_gb_per_s));
+    std::string names;
+    for (const auto& [name, n] : rep.transports) absl::StrAppend(&names, " ", name, " x", n);
+    absl::StrAppend(&out, "  KV transports:", names, "\n");
+  }
   absl::StrAppend(
       &out, absl::StrFormat("  goodput (TTFT <= %s, ITL <= %s): %d of %d (%.1f%%), %.2f req/s\n",
                             c.slo_ttft_ms > 0 ? absl::StrFormat("%g ms", c.slo_ttft_ms) : "any",

@@ -25,6 +25,11 @@ struct RequestRecord {
   int64_t output_tokens = 0;
   int64_t server_prompt_tokens = -1;  // usage.prompt_tokens from the router; -1: not reported
   std::vector<double> itl_ms;         // gap before each token after the first
+  // The router's timings of the request (disaggregated path; -1 / empty: not reported).
+  double server_prefill_ms = -1;
+  double transfer_ms = -1;
+  int64_t transfer_bytes = 0;
+  std::string transport;
 };
 
 // The run's settings, echoed in the report.
@@ -57,10 +62,16 @@ struct BenchReport {
   // prompt length differs from the one sent (when the server reports it).
   int64_t output_length_mismatches = 0;
   int64_t prompt_length_mismatches = 0;
-  Summary ttft_ms;                 // OK requests
-  Summary itl_ms;                  // every gap between consecutive tokens of OK requests
-  Summary tpot_ms;                 // per-request mean inter-token latency of OK requests
-  Summary e2e_ms;                  // OK requests
+  Summary ttft_ms;  // OK requests
+  Summary itl_ms;   // every gap between consecutive tokens of OK requests
+  Summary tpot_ms;  // per-request mean inter-token latency of OK requests
+  Summary e2e_ms;   // OK requests
+  // Disaggregated OK requests (router timings): prefill on the prefill pool, KV transfer
+  // time and rate (bytes / transfer time, GB/s), and the transports used.
+  Summary server_prefill_ms;
+  Summary transfer_ms;
+  Summary transfer_gb_per_s;
+  std::map<std::string, int64_t> transports;
   double requests_per_s = 0;       // finished (any status) / duration
   double output_tokens_per_s = 0;  // output_tokens / duration
   Goodput goodput;

@@ -44,6 +44,12 @@ struct LoadState {
 
 void ReadUsage(const v1::GenerateResponse& r, RequestRecord& rec) {
   if (r.has_usage()) rec.server_prompt_tokens = r.usage().prompt_tokens();
+  if (r.has_timings() && !r.timings().transport().empty()) {
+    rec.server_prefill_ms = static_cast<double>(r.timings().prefill_us()) / 1e3;
+    rec.transfer_ms = static_cast<double>(r.timings().transfer_us()) / 1e3;
+    rec.transfer_bytes = r.timings().transfer_bytes();
+    rec.transport = r.timings().transport();
+  }
 }
 void ReadUsage(const v1::DecodeResponse& /*r*/, RequestRecord& /*rec*/) {}
 

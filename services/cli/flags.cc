@@ -31,6 +31,9 @@ ABSL_FLAG(std::string, device, "cpu",
           "pools.");
 ABSL_FLAG(bool, cuda_graphs, true,
           "CUDA ranks of one-rank pools run decode steps through CUDA graphs (false: op by op).");
+ABSL_FLAG(bool, kv_direct, true,
+          "GPU ranks move KV to decode ranks on the same host GPU to GPU (CUDA IPC); false: "
+          "always through host staging over UCX.");
 ABSL_FLAG(std::string, prefill_device, "",
           "up: --device of the prefill pool's ranks (empty: --device), e.g. cuda:0");
 ABSL_FLAG(std::string, decode_device, "",

@@ -26,6 +26,7 @@ ABSL_DECLARE_FLAG(std::string, leader);
 ABSL_DECLARE_FLAG(std::string, router);
 ABSL_DECLARE_FLAG(std::string, device);
 ABSL_DECLARE_FLAG(bool, cuda_graphs);
+ABSL_DECLARE_FLAG(bool, kv_direct);
 ABSL_DECLARE_FLAG(std::string, prefill_device);
 ABSL_DECLARE_FLAG(std::string, decode_device);
 ABSL_DECLARE_FLAG(int32_t, block_size);

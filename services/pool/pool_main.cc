@@ -197,6 +197,7 @@ int RunPool(PoolRole role) {
   eo.model_dir = *model_dir;
   eo.device = absl::GetFlag(FLAGS_device);
   eo.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  eo.kv_direct = absl::GetFlag(FLAGS_kv_direct);
   eo.block_size = absl::GetFlag(FLAGS_block_size);
   eo.interleave = absl::GetFlag(FLAGS_interleave);
   eo.num_kv_blocks = static_cast<int32_t>(absl::GetFlag(FLAGS_num_kv_blocks));

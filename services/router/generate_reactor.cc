@@ -321,6 +321,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
       pool_queue_us_ = resp.queue_us();
       pool_prefill_us_ = resp.prefill_us();
       transfer_us_ = resp.transfer_us();
+      transport_ = resp.transport();
+      transfer_bytes_ = resp.transfer_bytes();
       const int32_t first = resp.first_token_id();
       EmitTokens({first});
       if (done_) return;  // a stop string matched in the first token
@@ -439,6 +441,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     t->set_queue_us(Us(t_dispatch_ - t0_) + pool_queue_us_);
     t->set_prefill_us(pool_prefill_us_);
     t->set_transfer_us(transfer_us_);
+    t->set_transport(transport_);
+    t->set_transfer_bytes(transfer_bytes_);
     t->set_time_to_first_token_us(completion_tokens_ > 0 ? Us(t_first_ - t0_) : 0);
     t->set_total_us(Us(Clock::now() - t0_));
     t->set_mean_inter_token_us(
@@ -554,7 +558,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 
   // Timings (router clock) and pool-reported times.
   Clock::time_point t_dispatch_, t_first_, t_last_;
-  int64_t pool_queue_us_ = 0, pool_prefill_us_ = 0, transfer_us_ = 0;
+  int64_t pool_queue_us_ = 0, pool_prefill_us_ = 0, transfer_us_ = 0, transfer_bytes_ = 0;
+  std::string transport_;  // of the KV transfer (PrefillResponse.transport)
   int32_t completion_tokens_ = 0;
 
   // Output.

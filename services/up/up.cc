@@ -265,6 +265,10 @@ int Up() {
           absl::StrCat("--block_size=", absl::GetFlag(FLAGS_block_size)),
           absl::StrCat("--interleave=", absl::GetFlag(FLAGS_interleave)),
           absl::StrCat("--num_kv_blocks=", absl::GetFlag(FLAGS_num_kv_blocks)),
+          absl::StrCat("--max_batch_tokens=", absl::GetFlag(FLAGS_max_batch_tokens)),
+          absl::StrCat("--max_running_requests=", absl::GetFlag(FLAGS_max_running_requests)),
+          absl::StrCat("--cuda_graphs=", absl::GetFlag(FLAGS_cuda_graphs) ? "true" : "false"),
+          absl::StrCat("--kv_direct=", absl::GetFlag(FLAGS_kv_direct) ? "true" : "false"),
           absl::StrCat("--drain_timeout_ms=", absl::GetFlag(FLAGS_drain_timeout_ms)),
           verbosity};
       ForwardFlags(argv, mtls_args);

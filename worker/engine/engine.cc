@@ -38,8 +38,8 @@ absl::StatusOr<RankState> MakeRankState(const ModelWeights& weights, Backend& ba
                                      c.num_key_value_heads, c.head_dim));
   CPSERVE_ASSIGN_OR_RETURN(st.view, KvCacheView::FromTensor(st.cache));
   if (options.enable_transfer) {
-    CPSERVE_ASSIGN_OR_RETURN(st.transfers,
-                             RankTransfers::Create(st.view, st.layout, rank, &backend));
+    CPSERVE_ASSIGN_OR_RETURN(st.transfers, RankTransfers::Create(st.view, st.layout, rank, &backend,
+                                                                 options.kv_direct_copier));
     CPSERVE_ASSIGN_OR_RETURN(st.templates,
                              ExchangeDestinations(st.transfers->DestinationTemplate(), group));
   }

@@ -3,13 +3,17 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "kernels/kv_cache.h"
 #include "kernels/sampling.h"
 #include "worker/engine/decode_step_accelerator.h"
 #include "worker/engine/scheduler_types.h"
+#include "worker/transfer/direct_copier.h"
 
 namespace cpserve {
 
@@ -45,6 +49,11 @@ inline TokenEvent EndEvent(absl::Status status, FinishReason reason = FinishReas
   return e;
 }
 
+// Makes the direct KV copier (transfer/direct_copier.h) of a rank's GPU KV cache:
+// CudaIpcCopierFactory() (cuda_ipc_copier.h, CUDA builds). An error: UCX only.
+using KvDirectCopierFactory =
+    std::function<absl::StatusOr<std::shared_ptr<transfer::DirectCopier>>(const KvCacheView&)>;
+
 struct EngineOptions {
   int32_t num_kv_blocks = 1024;  // per rank
   int32_t block_size = 16;
@@ -59,6 +68,10 @@ struct EngineOptions {
   // Give every rank a UCX transfer agent with its KV cache registered, for
   // disaggregated prefill -> decode handoff (DESIGN §5).
   bool enable_transfer = false;
+  // With enable_transfer and a GPU KV cache: KV moves GPU to GPU through this
+  // copier between ranks on one host (CUDA IPC), through host staging over UCX
+  // otherwise. Null: always host staging.
+  KvDirectCopierFactory kv_direct_copier;
   int64_t max_batch_tokens = 2048;
   int32_t max_running = 64;
   int64_t max_model_len = 0;  // 0: the model's max_position_embeddings

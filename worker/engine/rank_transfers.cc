@@ -23,9 +23,9 @@ absl::Time Deadline(int64_t unix_us) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(const KvCacheView& cache,
-                                                                     const CpLayout& layout,
-                                                                     int rank, Backend* backend) {
+absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(
+    const KvCacheView& cache, const CpLayout& layout, int rank, Backend* backend,
+    const KvDirectCopierFactory& direct) {
   auto self = std::unique_ptr<RankTransfers>(new RankTransfers());
   void* base = cache.base;
   if (!cache.device.is_cpu()) {
@@ -43,6 +43,15 @@ absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(const KvCac
     CPSERVE_ASSIGN_OR_RETURN(self->mirror_,
                              Tensor::Empty({cache.num_blocks, block_elems}, cache.dtype));
     base = self->mirror_.raw();
+    if (direct) {
+      absl::StatusOr<std::shared_ptr<transfer::DirectCopier>> copier = direct(cache);
+      if (copier.ok()) {
+        self->direct_ = *std::move(copier);
+      } else {
+        LOG(WARNING) << "rank " << rank << ": no direct KV copies (" << copier.status()
+                     << "); using host staging";
+      }
+    }
   }
   transfer::AgentOptions options;
   options.name = absl::StrCat("cpserve-rank-", rank);
@@ -59,6 +68,7 @@ absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(const KvCac
       static_cast<int>(cache.element_size())};
   region.layout.dtype = DTypeName(cache.dtype);
   region.rank = rank;
+  region.direct = self->direct_;
   CPSERVE_RETURN_IF_ERROR(self->agent_->RegisterKvRegion(region));
   // A zero-block reservation yields the destination fields of this rank.
   const std::string probe = absl::StrCat("template-", rank);
@@ -66,8 +76,11 @@ absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(const KvCac
                            self->agent_->ReserveBlocks(probe, {}, absl::InfiniteFuture()));
   (void)self->agent_->CancelReceive(probe);
   (void)self->agent_->Release(probe);
-  LOG(INFO) << "rank " << rank << ": KV transfer path " << self->path() << " ("
-            << region.bytes / (1 << 20) << " MiB region)";
+  LOG(INFO) << "rank " << rank << ": KV transfer path "
+            << (self->direct_ != nullptr
+                    ? absl::StrCat(self->direct_->name(), " on this host, else ", self->path())
+                    : self->path())
+            << " (" << region.bytes / (1 << 20) << " MiB region)";
   return self;
 }
 
@@ -94,6 +107,11 @@ absl::Status RankTransfers::CopyBlocks(std::vector<int32_t> ids, bool to_host) {
 
 v1::KvDestination RankTransfers::DestinationTemplate() const { return template_; }
 
+std::string RankTransfers::PushPath(const std::string& transfer_id) const {
+  auto it = push_direct_.find(transfer_id);
+  return it != push_direct_.end() && it->second ? direct_->name() : path();
+}
+
 int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
   transfer::TransferAgent& a = *agent_;
   const auto& ids =
@@ -109,8 +127,12 @@ int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
       std::optional<absl::Status> s = a.PollReceived(op.transfer_id());
       if (!s.has_value()) return kTransferPending;
       if (s->ok() && staged()) {
-        // Every put has landed in the mirror: move the blocks to the GPU (once).
-        if (auto it = receiving_.find(op.transfer_id()); it != receiving_.end()) {
+        // Every put has landed in the mirror: move the blocks to the GPU (once) —
+        // unless the senders wrote the GPU cache directly.
+        const bool direct = a.ReceivedDirect(op.transfer_id());
+        if (auto it = receiving_.find(op.transfer_id()); it != receiving_.end() && direct) {
+          receiving_.erase(it);
+        } else if (it != receiving_.end()) {
           const absl::Status up = CopyBlocks(it->second, /*to_host=*/false);
           receiving_.erase(it);
           if (!up.ok()) return Failed(up);
@@ -134,13 +156,19 @@ int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
       req.prompt_len = op.prompt_len();
       req.block_ids.assign(ids.begin(), ids.end());
       req.deadline = Deadline(op.deadline_unix_us());
-      if (staged()) {
-        // The prefill that wrote these blocks ran on the backend's stream; the copy
-        // follows it there and returns once the mirror holds them.
+      req.direct = direct_ != nullptr && a.CanPushDirect(op.target());
+      if (req.direct) {
+        // The prefill that wrote these blocks ran on the backend's stream; the
+        // direct copies (another stream) start after it has finished.
+        if (const absl::Status sync = backend_->Synchronize(); !sync.ok()) return Failed(sync);
+      } else if (staged()) {
+        // The copy follows the prefill on the backend's stream and returns once the
+        // mirror holds the blocks.
         if (const absl::Status down = CopyBlocks(req.block_ids, /*to_host=*/true); !down.ok()) {
           return Failed(down);
         }
       }
+      push_direct_[op.transfer_id()] = req.direct;
       pushes_[op.transfer_id()] = a.PushAsync(std::move(req));
       return kTransferPending;
     }
@@ -162,6 +190,7 @@ int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
       finished_order_.push_back(op.transfer_id());
       if (finished_order_.size() > 4096) {
         finished_pushes_.erase(finished_order_.front());
+        push_direct_.erase(finished_order_.front());
         finished_order_.pop_front();
       }
       return s.ok() ? kTransferDone : Failed(s);

@@ -12,6 +12,11 @@
 //    every put has landed, copies the reserved blocks host → device before the
 //    request is marked ready. The mirror is ordinary host memory (the Backend API
 //    has no host-pinning hook yet), so copies run at pageable-memory rates.
+//  - "cuda-ipc": a GPU KV cache with a direct copier (EngineOptions::
+//    kv_direct_copier; cuda_ipc_copier.h). Receivers advertise their cache; a push
+//    whose every destination opens (same host) is copied GPU to GPU and skips the
+//    staging copies on both sides; other pushes stay on "ucx-host-staging". Chosen
+//    per push; PushPath() reports the one a push took.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +32,7 @@
 #include "kernels/backend.h"
 #include "kernels/kv_cache.h"
 #include "worker/comm/collective_group.h"
+#include "worker/engine/engine_types.h"
 #include "worker/kv/cp_layout.h"
 #include "worker/transfer/transfer_agent.h"
 
@@ -41,12 +47,16 @@ class RankTransfers {
   // Creates the agent and registers `cache` as this rank's region: directly when it
   // is host memory, through a host mirror when it is on a GPU (`backend` — the one
   // owning the cache — does the copies; required then).
-  static absl::StatusOr<std::unique_ptr<RankTransfers>> Create(const KvCacheView& cache,
-                                                               const CpLayout& layout, int rank,
-                                                               Backend* backend = nullptr);
+  // With `direct` (GPU caches only) pushes to ranks on this host go direct; a
+  // factory error is logged and leaves staging.
+  static absl::StatusOr<std::unique_ptr<RankTransfers>> Create(
+      const KvCacheView& cache, const CpLayout& layout, int rank, Backend* backend = nullptr,
+      const KvDirectCopierFactory& direct = nullptr);
 
-  // "ucx-host" or "ucx-host-staging" (above).
+  // "ucx-host" or "ucx-host-staging" (above): the UCX path.
   const char* path() const { return staged() ? "ucx-host-staging" : "ucx-host"; }
+  // The path the push of `transfer_id` took on this rank ("cuda-ipc" or path()).
+  std::string PushPath(const std::string& transfer_id) const;
 
   // This rank's destination template (address, rkey, region; no blocks).
   v1::KvDestination DestinationTemplate() const;
@@ -71,7 +81,9 @@ class RankTransfers {
   Tensor mirror_;         // staged: its host mirror, same shape
   std::map<std::string, std::vector<int32_t>> receiving_;  // staged: reserved blocks per transfer
   v1::KvDestination template_;
+  std::shared_ptr<transfer::DirectCopier> direct_;
   std::map<std::string, std::future<absl::Status>> pushes_;
+  std::map<std::string, bool> push_direct_;  // per push (bounded like finished_pushes_)
   std::map<std::string, absl::Status> finished_pushes_;
   std::deque<std::string> finished_order_;
 };

@@ -10,6 +10,7 @@
 #include "worker/engine/engine.h"
 #ifdef CPSERVE_POOL_HAVE_CUDA_GRAPHS
 #include "worker/engine/cuda_graph_accelerator.h"
+#include "worker/engine/cuda_ipc_copier.h"
 #endif
 #include "worker/model/weights.h"
 #include "worker/pool/pool_backend.h"
@@ -29,6 +30,9 @@ EngineOptions ToEngineOptions(const PoolEngineOptions& o) {
   // host mirror (worker/engine/rank_transfers.h, path "ucx-host-staging").
   eo.enable_transfer = true;
 #ifdef CPSERVE_POOL_HAVE_CUDA_GRAPHS
+  // GPU caches of ranks on one host exchange KV through CUDA IPC (cuda-ipc), others
+  // through host staging; --kv_direct=false keeps host staging everywhere.
+  if (o.kv_direct) eo.kv_direct_copier = CudaIpcCopierFactory();
   // Decode steps of a one-GPU pool replay CUDA graphs (the engine applies it only
   // with one rank and a CUDA backend).
   eo.decode_accelerator = CudaGraphAcceleratorFactory();

@@ -39,6 +39,9 @@ struct PoolEngineOptions {
   // One-rank pools on a GPU run decode steps through CUDA graphs (CUDA builds);
   // false: every step op by op (EngineOptions::cuda_graphs).
   bool cuda_graphs = true;
+  // GPU caches: KV to decode ranks on this host through CUDA IPC (false: host
+  // staging over UCX always; EngineOptions::kv_direct_copier).
+  bool kv_direct = true;
 };
 
 // Creates this rank's engine (loads the model, forms the collective group, starts

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "cpserve/v1/kv_transfer.pb.h"
+#include "worker/transfer/direct_copier.h"
 #include "worker/transfer/kv_descriptor.h"
 
 namespace cpserve::transfer {
@@ -59,6 +60,10 @@ struct KvRegion {
   // kCuda: registered directly when UCX supports CUDA memory; otherwise a pinned
   // host staging path is needed (not implemented: RegisterKvRegion -> Unimplemented).
   MemoryKind memory = MemoryKind::kHost;
+  // Optional: direct copies to and from agents on the same host (CUDA IPC between
+  // GPU caches whose host mirror is `base`). Receivers advertise it in their
+  // destinations; senders use it when every destination of a push can be opened.
+  std::shared_ptr<DirectCopier> direct;
 };
 
 // What a prefill rank pushes for one request.
@@ -67,6 +72,8 @@ struct PushRequest {
   int64_t prompt_len = 0;          // tokens whose KV is pushed
   std::vector<int32_t> block_ids;  // this rank's blocks of the request, local order
   absl::Time deadline = absl::InfiniteFuture();
+  // Write through the region's DirectCopier instead of UCX puts (CanPushDirect).
+  bool direct = false;
 };
 
 // Leak accounting; all zero (but registrations/endpoints) when idle.
@@ -114,11 +121,19 @@ class TransferAgent {
   // Cancels a live reservation (senders are told to stop). The blocks are freed
   // once no sender can write any more.
   absl::Status CancelReceive(const std::string& transfer_id);
+  // True when every sender of a completed transfer wrote directly (DirectCopier), so
+  // the KV is already in the memory behind the region (no staging copy needed).
+  // FAILED_PRECONDITION is the transfer's outcome when its senders mixed direct and
+  // UCX writes (a staging copy would overwrite the direct ones).
+  bool ReceivedDirect(const std::string& transfer_id);
   // Returns a completed (or failed) transfer's blocks to the free list and forgets
   // it. For a completed transfer this is when the decode request is finished.
   absl::Status Release(const std::string& transfer_id);
 
   // ---- prefill side ------------------------------------------------------
+  // Whether a push to `target` can go direct: this region has a DirectCopier and it
+  // opens every destination's exported memory (same host). Call on the pushing thread.
+  bool CanPushDirect(const v1::KvTransferTarget& target);
   // Validates the target and this rank's blocks (InvalidArgument, nothing
   // written, on any mismatch), plans and pushes; the future resolves to OK
   // once every run is flushed and every decode rank was told DONE.

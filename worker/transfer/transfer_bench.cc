@@ -80,7 +80,7 @@ int RunReceiver(int in, int out, bool peer_detect) {
       const int64_t blocks = kTotalBytes / bytes;
       CHECK(agent
                 ->RegisterKvRegion(KvRegion{region.data(), blocks * bytes, blocks, bytes,
-                                            LayoutFor(bytes), 0, MemoryKind::kHost})
+                                            LayoutFor(bytes), 0, MemoryKind::kHost, nullptr})
                 .ok());
       current = bytes;
       WriteAll(out, agent->worker_address());
@@ -149,7 +149,7 @@ void RunTransport(const std::string& label, const std::string& tls, bool peer_de
     auto agent = *TransferAgent::Create(options);
     CHECK(agent
               ->RegisterKvRegion(KvRegion{src.data(), blocks * bytes, blocks, bytes,
-                                          LayoutFor(bytes), 0, MemoryKind::kHost})
+                                          LayoutFor(bytes), 0, MemoryKind::kHost, nullptr})
               .ok());
     // Plain UCX resources: own context, worker, memh, endpoint.
     UcpContext ctx = *CreateUcpContext("bench-plain");

@@ -13,8 +13,10 @@
 // engine on the requests (one per line: "max_tokens id id ...", greedy, logits
 // returned) and writes per request "tokens t t ..." and one "logits ..." line per
 // generated token, then "seconds S" (submit to last token) and "first_token_s S"
-// (the slowest request's time to first token); ranks > 0 follow. World 1 is the
-// single-GPU reference.
+// (the slowest request's time to first token), and "full_batch_step_ms S" (median
+// gap between the tokens of the last request to start decoding while no request has
+// finished yet: the decode step time at the full batch; 0 when no such gap); ranks
+// > 0 follow. World 1 is the single-GPU reference.
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -125,6 +127,8 @@ int main(int argc, char** argv) {
   std::vector<std::vector<std::vector<float>>> logits(n);
   std::vector<absl::Status> status(n);
   std::vector<double> first_token_s(n, 0);
+  std::vector<std::vector<double>> token_s(n);  // time of each token
+  std::vector<double> finish_s(n, 0);
   std::vector<absl::Notification> done(n);
   const auto t0 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < n; ++i) {
@@ -134,10 +138,11 @@ int main(int argc, char** argv) {
     p.return_logits = want_logits;
     const absl::Status s =
         (*engine)->Submit(absl::StrCat("r", i), prompts[i], p, [&, i](const TokenEvent& e) {
-          if (e.token >= 0 && tokens[i].empty()) {
-            first_token_s[i] =
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          }
+          const double now =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          if (e.token >= 0 && tokens[i].empty()) first_token_s[i] = now;
+          if (e.token >= 0) token_s[i].push_back(now);
+          if (e.finished) finish_s[i] = now;
           if (e.token >= 0) {
             tokens[i].push_back(e.token);
             logits[i].push_back(e.logits);
@@ -167,8 +172,21 @@ int main(int argc, char** argv) {
   }
   out << "seconds " << seconds << "\n";
   out << "first_token_s " << *std::max_element(first_token_s.begin(), first_token_s.end()) << "\n";
+  // Decode steps at the full batch: gaps of the last request to start, before the
+  // first finish.
+  const size_t last = static_cast<size_t>(
+      std::max_element(first_token_s.begin(), first_token_s.end()) - first_token_s.begin());
+  const double first_finish = *std::min_element(finish_s.begin(), finish_s.end());
+  std::vector<double> gaps;
+  for (size_t k = 1; k < token_s[last].size() && token_s[last][k] <= first_finish; ++k) {
+    gaps.push_back(token_s[last][k] - token_s[last][k - 1]);
+  }
+  std::sort(gaps.begin(), gaps.end());
+  const double full_batch_step_ms = gaps.empty() ? 0 : 1e3 * gaps[gaps.size() / 2];
+  out << "full_batch_step_ms " << full_batch_step_ms << " (" << gaps.size() << " steps)\n";
   std::cout << "world " << world << ": " << n << " requests, first tokens after";
   for (double t : first_token_s) std::cout << " " << t;
-  std::cout << " s, all done after " << seconds << " s\n";
+  std::cout << " s, all done after " << seconds << " s; decode step at the full batch of " << n
+            << ": " << full_batch_step_ms << " ms (median of " << gaps.size() << ")\n";
   return 0;
 }

@@ -1,6 +1,9 @@
-// KV transfer between engines whose KV caches live in GPU memory, through the host
-// staging path (worker/engine/rank_transfers.h "ucx-host-staging": device → host
-// mirror → UCX put → host mirror → device): a prefill engine on GPU 0 computes the
+// KV transfer between engines whose KV caches live in GPU memory, through each path
+// of worker/engine/rank_transfers.h: host staging ("ucx-host-staging": device → host
+// mirror → UCX put → host mirror → device) and the direct copier ("cuda-ipc"; one
+// process here, so the peer pointer itself, GPU 0 → GPU 1 over NVLink; across
+// processes `cpserve up` on GPUs runs it through cudaIpcOpenMemHandle — see
+// scripts/gpu/hf_check.py --up). A prefill engine on GPU 0 computes the
 // prompt and pushes its KV to a decode engine on GPU 1 (GPU 0 when there is one),
 // which continues. Same kernels and bits on both sides, so tokens must equal the
 // single-GPU engine's exactly, and every block must be free afterwards. Skips
@@ -15,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "worker/builtin/builtin_model.h"
+#include "worker/engine/cuda_ipc_copier.h"
 #include "worker/engine/engine.h"
 #include "worker/pool/pool_backend.h"
 
@@ -37,7 +41,10 @@ void WaitForFreeBlocks(Engine& e) {
   EXPECT_EQ(e.Stats().free_kv_blocks, kBlocks);
 }
 
-TEST(GpuKvStagingTest, PrefillOnOneGpuDecodeOnAnotherMatchesOneGpu) {
+class GpuKvTransferTest : public ::testing::TestWithParam<bool> {};  // direct?
+
+TEST_P(GpuKvTransferTest, PrefillOnOneGpuDecodeOnAnotherMatchesOneGpu) {
+  const bool direct = GetParam();
   const int gpus = CudaDeviceCount();
   if (gpus == 0) GTEST_SKIP() << "no CUDA device";
   ::setenv("UCX_TLS", "tcp,self", 1);
@@ -57,6 +64,7 @@ TEST(GpuKvStagingTest, PrefillOnOneGpuDecodeOnAnotherMatchesOneGpu) {
   auto reference = Engine::Create(*w0, **b0, o);
   ASSERT_TRUE(reference.ok()) << reference.status();
   o.enable_transfer = true;
+  if (direct) o.kv_direct_copier = CudaIpcCopierFactory();
   o.partition_prefill = true;
   auto prefill = Engine::Create(*w0, **b0, o);
   o.partition_prefill = false;
@@ -83,7 +91,7 @@ TEST(GpuKvStagingTest, PrefillOnOneGpuDecodeOnAnotherMatchesOneGpu) {
     ASSERT_TRUE(r.status.ok()) << r.status;
     EXPECT_EQ(r.first_token, want[0]);
     EXPECT_GT(r.transfer_bytes, 0);
-    EXPECT_EQ(r.transport, "ucx-host-staging");
+    EXPECT_EQ(r.transport, direct ? "cuda-ipc" : "ucx-host-staging");
     std::vector<int32_t> got = {r.first_token};
     absl::Notification done;
     absl::Status final_status;
@@ -100,12 +108,16 @@ TEST(GpuKvStagingTest, PrefillOnOneGpuDecodeOnAnotherMatchesOneGpu) {
     done.WaitForNotification();
     ASSERT_TRUE(final_status.ok()) << final_status;
     EXPECT_EQ(got, want) << "prompt of " << n << " tokens";
-    std::cout << "prompt " << n << ": " << r.transfer_bytes << " KV bytes staged and sent\n";
+    std::cout << "prompt " << n << ": " << r.transfer_bytes << " KV bytes over " << r.transport
+              << " in " << r.transfer_us << " us\n";
   }
   WaitForFreeBlocks(**decode);
   WaitForFreeBlocks(**prefill);
   std::filesystem::remove_all(dir);
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, GpuKvTransferTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "CudaIpc" : "HostStaging"; });
 
 }  // namespace
 }  // namespace cpserve

@@ -69,11 +69,11 @@ std::vector<Rank> MakeRanks(int world, int interleave, bool with_agents) {
     EXPECT_TRUE(agent.ok()) << agent.status();
     rk.agent = *std::move(agent);
     const uint64_t stride = rk.view.BlockBytes();
-    EXPECT_TRUE(
-        rk.agent
-            ->RegisterKvRegion({rk.cache.raw(), rk.cache.nbytes(), kBlocksPerRank, stride,
-                                PoolLayout(world, interleave), r, transfer::MemoryKind::kHost})
-            .ok());
+    EXPECT_TRUE(rk.agent
+                    ->RegisterKvRegion({rk.cache.raw(), rk.cache.nbytes(), kBlocksPerRank, stride,
+                                        PoolLayout(world, interleave), r,
+                                        transfer::MemoryKind::kHost, nullptr})
+                    .ok());
   }
   return ranks;
 }

@@ -116,7 +116,8 @@ int Receive() {
   options.peer_failure_detection = Arg("peer_detect", "1") == "1";
   auto agent = TransferAgent::Create(options);
   CHECK_OK(agent.status());
-  KvRegion kv{region.data(), region.size(), num_blocks, stride, layout, rank, MemoryKind::kHost};
+  KvRegion kv{region.data(), region.size(), num_blocks,        stride,
+              layout,        rank,          MemoryKind::kHost, nullptr};
   CHECK_OK((*agent)->RegisterKvRegion(kv));
   // A filler reservation makes the request's block ids start past 0.
   CHECK_OK((*agent)->Reserve("filler", filler, absl::InfiniteFuture()).status());
@@ -181,8 +182,8 @@ int Send() {
   }
   auto agent = TransferAgent::Create(options);
   CHECK_OK(agent.status());
-  CHECK_OK((*agent)->RegisterKvRegion(
-      KvRegion{region.data(), region.size(), num_blocks, stride, layout, rank, MemoryKind::kHost}));
+  CHECK_OK((*agent)->RegisterKvRegion(KvRegion{region.data(), region.size(), num_blocks, stride,
+                                               layout, rank, MemoryKind::kHost, nullptr}));
 
   PushRequest req;
   req.target.set_transfer_id(Arg("id"));
