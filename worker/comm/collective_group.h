@@ -39,7 +39,7 @@ class CollectiveGroup {
 
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
-  // "gloo" or "nccl".
+  // "gloo", "nccl", or "nccl+gloo" for a GPU pool (split_group.h).
   virtual const char* backend() const = 0;
   // False once a collective has failed (timeout, dead peer, transport error).
   virtual bool healthy() const = 0;

@@ -9,6 +9,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/status_macros.h"
 #include "worker/comm/gloo_group.h"
+#include "worker/comm/split_group.h"
 #include "worker/model/synthetic_weights.h"
 #include "worker/model/weights_upload.h"
 
@@ -90,12 +91,17 @@ absl::StatusOr<std::unique_ptr<comm::CollectiveGroup>> CreateRankGroup(
     return absl::InvalidArgumentError(
         absl::StrCat("CreateRankGroup: backend '", backend.name(), "' is not the CUDA backend"));
   }
+  // Data over NCCL, control (host tensors) over Gloo: see worker/comm/split_group.h.
   comm::NcclGroupOptions options;
   options.device = backend.device().index;
   options.timeout = timeout;
   options.stream = cuda_backend->stream();
   options.host_staging = true;
-  return comm::CreateNcclGroup(client, prefix, rank, world_size, options);
+  CPSERVE_ASSIGN_OR_RETURN(auto device,
+                           comm::CreateNcclGroup(client, prefix, rank, world_size, options));
+  CPSERVE_ASSIGN_OR_RETURN(auto host, comm::CreateGlooGroup(client, prefix + "/control", rank,
+                                                            world_size, {listen_host, timeout}));
+  return comm::CreateSplitGroup(std::move(host), std::move(device));
 #else
   return absl::UnimplementedError("this build has no NCCL (configure -DCPSERVE_CUDA=ON)");
 #endif

@@ -20,8 +20,10 @@
 #include "tests/common/subprocess.h"
 #include "tests/unit/comm/collective_checks.h"
 #include "tests/unit/comm/cuda_device_io.h"
+#include "worker/comm/gloo_group.h"
 #include "worker/comm/rendezvous_client.h"
 #include "worker/comm/rendezvous_service.h"
+#include "worker/comm/split_group.h"
 
 namespace cpserve::comm {
 namespace {
@@ -48,6 +50,34 @@ TEST(NcclGroupTest, SingleRankInProcess) {
   // Host tensors are refused without breaking the group.
   Tensor host = Tensor::Zeros({4}, DType::kF32);
   EXPECT_EQ((*group)->AllReduce(host).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE((*group)->healthy());
+}
+
+// A GPU pool's group (worker/pool/pool_backend.cc): Gloo for host tensors, NCCL for
+// device tensors — every collective is exact on both sides, and mixing the sides in
+// one collective is refused without breaking the group.
+TEST(NcclGroupTest, SplitGroupRoutesHostToGlooAndDeviceToNccl) {
+  if (testing::CudaDeviceCount() < 1) GTEST_SKIP() << "no CUDA device";
+  setenv("NCCL_NVLS_ENABLE", "0", 1);
+  auto server = RendezvousServer::Start("127.0.0.1:0");
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = RendezvousClient::Connect((*server)->address(), milliseconds(5000));
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto device = CreateNcclGroup(**client, RendezvousPrefix("split", 1), 0, 1,
+                                {.device = 0, .timeout = milliseconds(30000)});
+  auto host = CreateGlooGroup(**client, RendezvousPrefix("split", 1) + "/control", 0, 1,
+                              {.timeout = milliseconds(30000)});
+  ASSERT_TRUE(device.ok() && host.ok()) << device.status() << host.status();
+  auto group = CreateSplitGroup(*std::move(host), *std::move(device));
+  ASSERT_TRUE(group.ok()) << group.status();
+  EXPECT_STREQ((*group)->backend(), "nccl+gloo");
+  auto io = testing::CudaDeviceIO(0);
+  EXPECT_TRUE(testing::RunCollectiveChecks(**group, 6, io).ok());
+  EXPECT_TRUE(testing::RunCollectiveChecks(**group, 7, testing::DeviceIO::Host()).ok());
+  Tensor h = Tensor::Zeros({4}, DType::kF32);
+  auto d = Tensor::Empty({4}, DType::kF32, Device::CUDA(0));
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ((*group)->AllGather(h, *d).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE((*group)->healthy());
 }
 

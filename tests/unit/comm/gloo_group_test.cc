@@ -12,6 +12,7 @@
 #include "tests/unit/comm/collective_checks.h"
 #include "worker/comm/rendezvous_client.h"
 #include "worker/comm/rendezvous_service.h"
+#include "worker/comm/split_group.h"
 
 namespace cpserve::comm {
 namespace {
@@ -153,6 +154,37 @@ TEST_F(GlooFailureTest, GenerationsAreIndependent) {
     EXPECT_TRUE(results[0].ok()) << results[0];
     EXPECT_TRUE(results[1].ok()) << results[1];
   }
+}
+
+// The split group (split_group.h) over two Gloo groups: host tensors take the host
+// group and every collective stays exact; groups of other ranks are refused.
+TEST_P(GlooGroupTest, SplitGroupOverTwoGlooGroups) {
+  const int world = GetParam();
+  std::vector<std::unique_ptr<CollectiveGroup>> control(world);
+  std::vector<absl::Status> made(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      auto client = RendezvousClient::Connect(server_->address(), milliseconds(5000));
+      auto a = client.ok() ? CreateGlooGroup(**client, "split/a", r, world, {}) : client.status();
+      auto b = client.ok() ? CreateGlooGroup(**client, "split/b", r, world, {}) : client.status();
+      if (!a.ok() || !b.ok()) {
+        made[r] = a.ok() ? b.status() : a.status();
+        return;
+      }
+      auto g = CreateSplitGroup(*std::move(a), *std::move(b));
+      if (!g.ok()) {
+        made[r] = g.status();
+        return;
+      }
+      EXPECT_EQ(std::string((*g)->backend()), "gloo+gloo");
+      made[r] = testing::RunCollectiveChecks(**g, 11, testing::DeviceIO::Host());
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) EXPECT_TRUE(made[r].ok()) << "rank " << r << made[r];
+  EXPECT_EQ(CreateSplitGroup(nullptr, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
