@@ -1,7 +1,16 @@
 // CudaBackend construction, memory and copies.
 #include "kernels/cuda/cuda_backend.h"
 
+#include <algorithm>
+#include <bit>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -10,25 +19,126 @@
 namespace cpserve {
 namespace {
 
+// Device memory for tensors, with a cache of freed blocks: cudaFree synchronises
+// the whole device, so a model step that frees its temporaries would drain the GPU
+// after every op (the host could never run ahead). Freed blocks are kept per
+// (device, rounded size) and handed out again. Reuse is safe without events because
+// every user of a tensor's memory is the owning backend's one stream (kernels,
+// copies, NCCL), which orders the next user after the last; memory another stream
+// reads while it lives (the KV cache, read by CUDA IPC copies) is freed only with
+// the engine. So the cache is used only while exactly one backend (one stream) lives
+// on a device in this process — a pool rank's case; with two (tests that run two
+// engines on one GPU) every free goes to cudaFree, and $CPSERVE_CUDA_ALLOCATOR=cudamalloc
+// turns the cache off. Sizes round up to a power of two below 1 MiB, to 2 MiB multiples
+// above; at most kMaxCachedBytes stay cached (the rest is cudaFree'd), and a failed
+// cudaMalloc first returns the device's cached blocks and retries. Each block is a
+// whole cudaMalloc allocation (cudaIpcGetMemHandle needs one).
 class CudaAllocator final : public Allocator {
  public:
+  // A backend (one stream) starts or stops using `device`.
+  void AddStream(int device) {
+    bool release = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      release = ++streams_[device] > 1;
+    }
+    if (release) ReleaseCached(device);  // blocks freed by the first stream's users
+  }
+  void RemoveStream(int device) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --streams_[device];
+  }
+
   absl::StatusOr<void*> Allocate(size_t bytes, Device device) override {
+    const size_t size = RoundUp(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find({device.index, size});
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_bytes_ -= size;
+        return p;
+      }
+    }
     if (cudaError_t e = cudaSetDevice(device.index); e != cudaSuccess) {
       return cuda::CudaStatus(e, "cudaSetDevice");
     }
     void* p = nullptr;
-    // Empty tensors still get a distinct, aligned pointer.
-    if (cudaError_t e = cudaMalloc(&p, bytes == 0 ? 256 : bytes); e != cudaSuccess) {
+    cudaError_t e = cudaMalloc(&p, size);
+    if (e != cudaSuccess) {
       cudaGetLastError();  // an allocation failure is not sticky: clear it
+      ReleaseCached(device.index);
+      e = cudaMalloc(&p, size);
+    }
+    if (e != cudaSuccess) {
+      cudaGetLastError();
       return absl::ResourceExhaustedError(absl::StrCat(
           "cudaMalloc of ", bytes, " bytes on cuda:", device.index, ": ", cudaGetErrorString(e)));
     }
+    std::lock_guard<std::mutex> lock(mu_);
+    sizes_[p] = size;
     return p;
   }
-  void Free(void* ptr, Device) override { cudaFree(ptr); }
+
+  void Free(void* ptr, Device device) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = sizes_.find(ptr);
+      if (it != sizes_.end() && enabled_ && streams_[device.index] == 1 &&
+          cached_bytes_ + it->second <= kMaxCachedBytes) {
+        free_[{device.index, it->second}].push_back(ptr);
+        cached_bytes_ += it->second;
+        return;
+      }
+      if (it != sizes_.end()) sizes_.erase(it);
+    }
+    cudaFree(ptr);
+  }
+
+ private:
+  static constexpr size_t kMaxCachedBytes = size_t{8} << 30;
+
+  static size_t RoundUp(size_t bytes) {
+    constexpr size_t kLarge = size_t{1} << 20, kGranule = size_t{2} << 20;
+    if (bytes <= kLarge) return std::bit_ceil(std::max<size_t>(bytes, 256));
+    return (bytes + kGranule - 1) / kGranule * kGranule;
+  }
+
+  // Returns every cached block of `device` to CUDA (synchronises the device).
+  void ReleaseCached(int device) {
+    std::vector<void*> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto it = free_.begin(); it != free_.end();) {
+        if (it->first.first != device) {
+          ++it;
+          continue;
+        }
+        for (void* p : it->second) {
+          cached_bytes_ -= it->first.second;
+          sizes_.erase(p);
+          blocks.push_back(p);
+        }
+        it = free_.erase(it);
+      }
+    }
+    for (void* p : blocks) cudaFree(p);
+  }
+
+  const bool enabled_ = [] {
+    const char* v = std::getenv("CPSERVE_CUDA_ALLOCATOR");
+    return v == nullptr || std::string(v) != "cudamalloc";
+  }();
+  std::mutex mu_;
+  std::map<int, int> streams_;                                 // device -> live backends
+  std::map<std::pair<int, size_t>, std::vector<void*>> free_;  // (device, size) -> blocks
+  std::unordered_map<void*, size_t> sizes_;                    // live and cached blocks
+  size_t cached_bytes_ = 0;
 };
 
-CudaAllocator g_cuda_allocator;
+// Never destroyed: tensors may be freed during static destruction.
+CudaAllocator& g_cuda_allocator = *new CudaAllocator();
 
 bool IsFloating(DType d) {
   return d == DType::kF32 || d == DType::kF64 || d == DType::kBF16 || d == DType::kF16;
@@ -97,7 +207,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
 
 namespace cuda {
 
-CudaBackend::CudaBackend(int device) : device_(device) {}
+CudaBackend::CudaBackend(int device) : device_(device) { g_cuda_allocator.AddStream(device); }
 
 absl::Status CudaBackend::Init() {
   constexpr size_t kWorkspace = size_t{32} << 20;
@@ -121,6 +231,7 @@ CudaBackend::~CudaBackend() {
   if (workspace_ != nullptr) cudaFree(workspace_);
   if (lt_ != nullptr) cublasLtDestroy(lt_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  g_cuda_allocator.RemoveStream(device_);
 }
 
 CudaBackend::Scratch::~Scratch() {

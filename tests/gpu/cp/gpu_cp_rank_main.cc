@@ -3,10 +3,11 @@
 //   gpu_cp_rank --rank=R --world=N --rdzv=host:port --model=DIR --requests=FILE --out=FILE
 //               [--device=cuda] [--interleave=I] [--block=B] [--partition]
 //               [--batch_tokens=T] [--kv_blocks=K] [--timeout_ms=MS] [--logits=0]
-//               [--serve_rdzv]
+//               [--serve_rdzv] [--cuda_graphs]
 // --model is resolved like the pools' flag (a directory, or "synthetic:llama3-8b").
 // --serve_rdzv: rank 0 serves the rendezvous store on --rdzv itself (benchmarks run
 // without the test harness). --logits=0: no logits lines (large vocabularies).
+// --cuda_graphs: decode steps through CUDA graphs, as one-GPU pools run them (world 1).
 // Rank r runs on the GPU that --device gives it (worker/pool/pool_backend.h: "cuda"
 // = GPU r), with the model in bf16 and the pool's NCCL group on the backend's stream
 // (host control traffic staged) — the setup the pool engine uses. Rank 0 runs the
@@ -31,6 +32,7 @@
 #include "worker/builtin/builtin_model.h"
 #include "worker/comm/rendezvous_client.h"
 #include "worker/comm/rendezvous_service.h"
+#include "worker/engine/cuda_graph_accelerator.h"
 #include "worker/engine/engine.h"
 #include "worker/pool/pool_backend.h"
 
@@ -82,6 +84,8 @@ int main(int argc, char** argv) {
   options.max_batch_tokens = IntArg(argc, argv, "batch_tokens", 2048);
   options.num_kv_blocks = IntArg(argc, argv, "kv_blocks", 1024);
   options.max_running = std::min<int>(64, static_cast<int>(options.max_batch_tokens));
+  if (Arg(argc, argv, "cuda_graphs") == "1")
+    options.decode_accelerator = CudaGraphAcceleratorFactory();
 
   std::unique_ptr<comm::RendezvousServer> server;
   std::unique_ptr<comm::RendezvousClient> client;

@@ -183,8 +183,7 @@ TEST_P(GlooGroupTest, SplitGroupOverTwoGlooGroups) {
   }
   for (auto& t : threads) t.join();
   for (int r = 0; r < world; ++r) EXPECT_TRUE(made[r].ok()) << "rank " << r << made[r];
-  EXPECT_EQ(CreateSplitGroup(nullptr, nullptr).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CreateSplitGroup(nullptr, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
