@@ -51,6 +51,11 @@ class CudaAllocator final : public Allocator {
 
   absl::StatusOr<void*> Allocate(size_t bytes, Device device) override {
     const size_t size = RoundUp(bytes);
+    // Callers rely on the allocation making the tensor's device current (the
+    // backend's stream-ordered scratch allocations follow it), cache hit or not.
+    if (cudaError_t e = cudaSetDevice(device.index); e != cudaSuccess) {
+      return cuda::CudaStatus(e, "cudaSetDevice");
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = free_.find({device.index, size});
@@ -60,9 +65,6 @@ class CudaAllocator final : public Allocator {
         cached_bytes_ -= size;
         return p;
       }
-    }
-    if (cudaError_t e = cudaSetDevice(device.index); e != cudaSuccess) {
-      return cuda::CudaStatus(e, "cudaSetDevice");
     }
     void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, size);
