@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -26,10 +27,11 @@ namespace {
 // every user of a tensor's memory is the owning backend's one stream (kernels,
 // copies, NCCL), which orders the next user after the last; memory another stream
 // reads while it lives (the KV cache, read by CUDA IPC copies) is freed only with
-// the engine. So the cache is used only while exactly one backend (one stream) lives
-// on a device in this process — a pool rank's case; with two (tests that run two
-// engines on one GPU) every free goes to cudaFree, and $CPSERVE_CUDA_ALLOCATOR=cudamalloc
-// turns the cache off. Sizes round up to a power of two below 1 MiB, to 2 MiB multiples
+// the engine. So the cache is used only for devices whose owner asked for it
+// (EnableCudaBlockCache: a pool rank, whose NCCL group runs on the backend's stream)
+// and while exactly one backend (one stream) lives on the device; otherwise every
+// free goes to cudaFree, as does every free under $CPSERVE_CUDA_ALLOCATOR=cudamalloc.
+// Sizes round up to a power of two below 1 MiB, to 2 MiB multiples
 // above; at most kMaxCachedBytes stay cached (the rest is cudaFree'd), and a failed
 // cudaMalloc first returns the device's cached blocks and retries. Each block is a
 // whole cudaMalloc allocation (cudaIpcGetMemHandle needs one).
@@ -47,6 +49,10 @@ class CudaAllocator final : public Allocator {
   void RemoveStream(int device) {
     std::lock_guard<std::mutex> lock(mu_);
     --streams_[device];
+  }
+  void Enable(int device) {
+    std::lock_guard<std::mutex> lock(mu_);
+    enabled_devices_.insert(device);
   }
 
   absl::StatusOr<void*> Allocate(size_t bytes, Device device) override {
@@ -87,8 +93,8 @@ class CudaAllocator final : public Allocator {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = sizes_.find(ptr);
-      if (it != sizes_.end() && enabled_ && streams_[device.index] == 1 &&
-          cached_bytes_ + it->second <= kMaxCachedBytes) {
+      if (it != sizes_.end() && enabled_ && enabled_devices_.count(device.index) > 0 &&
+          streams_[device.index] == 1 && cached_bytes_ + it->second <= kMaxCachedBytes) {
         free_[{device.index, it->second}].push_back(ptr);
         cached_bytes_ += it->second;
         return;
@@ -133,7 +139,8 @@ class CudaAllocator final : public Allocator {
     return v == nullptr || std::string(v) != "cudamalloc";
   }();
   std::mutex mu_;
-  std::map<int, int> streams_;                                 // device -> live backends
+  std::map<int, int> streams_;  // device -> live backends
+  std::set<int> enabled_devices_;
   std::map<std::pair<int, size_t>, std::vector<void*>> free_;  // (device, size) -> blocks
   std::unordered_map<void*, size_t> sizes_;                    // live and cached blocks
   size_t cached_bytes_ = 0;
@@ -193,6 +200,8 @@ int CudaDeviceCount() {
   }
   return n;
 }
+
+void EnableCudaBlockCache(int device) { g_cuda_allocator.Enable(device); }
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
   const int n = CudaDeviceCount();

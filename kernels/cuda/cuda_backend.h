@@ -26,6 +26,14 @@ namespace cpserve {
 // DeviceType::kCUDA allocator (cudaMalloc / cudaFree) on first use.
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device);
 
+// Lets the CUDA tensor allocator keep freed blocks of `device` for reuse instead of
+// cudaFree (which synchronises the device). The caller promises that all device work
+// on the tensors of `device` runs on the stream of that device's one backend (its
+// kernels, copies and NCCL collectives; pool ranks: worker/pool/pool_backend.cc).
+// The cache stays off while two backends live on the device, and with
+// $CPSERVE_CUDA_ALLOCATOR=cudamalloc.
+void EnableCudaBlockCache(int device);
+
 // Number of visible CUDA devices (0 when the driver or a GPU is missing).
 int CudaDeviceCount();
 

@@ -57,6 +57,8 @@ bool PoolHasCuda() {
 absl::StatusOr<std::unique_ptr<Backend>> CreateRankBackend(const Device& device) {
   if (device.is_cpu()) return MakeCpuBackend();
 #ifdef CPSERVE_POOL_HAVE_CUDA
+  // A pool rank runs all device work on its backend's stream (the NCCL group too).
+  EnableCudaBlockCache(device.index);
   return MakeCudaBackend(device.index);
 #else
   return absl::UnimplementedError("this build has no CUDA backend (configure -DCPSERVE_CUDA=ON)");
