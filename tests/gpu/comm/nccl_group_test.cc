@@ -34,14 +34,27 @@ using std::chrono::milliseconds;
 
 constexpr milliseconds kNoHang(120000);
 
+// A rendezvous store on loopback and a client of it, for in-process groups.
+struct InProcessRendezvous {
+  void Start() {
+    setenv("NCCL_NVLS_ENABLE", "0", 1);
+    auto s = RendezvousServer::Start("127.0.0.1:0");
+    ASSERT_TRUE(s.ok()) << s.status();
+    server = *std::move(s);
+    auto c = RendezvousClient::Connect(server->address(), milliseconds(5000));
+    ASSERT_TRUE(c.ok()) << c.status();
+    client = *std::move(c);
+  }
+  std::unique_ptr<RendezvousServer> server;
+  std::unique_ptr<RendezvousClient> client;
+};
+
 TEST(NcclGroupTest, SingleRankInProcess) {
   if (testing::CudaDeviceCount() < 1) GTEST_SKIP() << "no CUDA device";
-  setenv("NCCL_NVLS_ENABLE", "0", 1);
-  auto server = RendezvousServer::Start("127.0.0.1:0");
-  ASSERT_TRUE(server.ok()) << server.status();
-  auto client = RendezvousClient::Connect((*server)->address(), milliseconds(5000));
-  ASSERT_TRUE(client.ok()) << client.status();
-  auto group = CreateNcclGroup(**client, RendezvousPrefix("gpu", 1), 0, 1,
+  InProcessRendezvous rdzv;
+  ASSERT_NO_FATAL_FAILURE(rdzv.Start());
+  RendezvousClient* client = rdzv.client.get();
+  auto group = CreateNcclGroup(*client, RendezvousPrefix("gpu", 1), 0, 1,
                                {.device = 0, .timeout = milliseconds(30000)});
   ASSERT_TRUE(group.ok()) << group.status();
   EXPECT_STREQ((*group)->backend(), "nccl");
@@ -58,14 +71,12 @@ TEST(NcclGroupTest, SingleRankInProcess) {
 // one collective is refused without breaking the group.
 TEST(NcclGroupTest, SplitGroupRoutesHostToGlooAndDeviceToNccl) {
   if (testing::CudaDeviceCount() < 1) GTEST_SKIP() << "no CUDA device";
-  setenv("NCCL_NVLS_ENABLE", "0", 1);
-  auto server = RendezvousServer::Start("127.0.0.1:0");
-  ASSERT_TRUE(server.ok()) << server.status();
-  auto client = RendezvousClient::Connect((*server)->address(), milliseconds(5000));
-  ASSERT_TRUE(client.ok()) << client.status();
-  auto device = CreateNcclGroup(**client, RendezvousPrefix("split", 1), 0, 1,
+  InProcessRendezvous rdzv;
+  ASSERT_NO_FATAL_FAILURE(rdzv.Start());
+  RendezvousClient* client = rdzv.client.get();
+  auto device = CreateNcclGroup(*client, RendezvousPrefix("split", 1), 0, 1,
                                 {.device = 0, .timeout = milliseconds(30000)});
-  auto host = CreateGlooGroup(**client, RendezvousPrefix("split", 1) + "/control", 0, 1,
+  auto host = CreateGlooGroup(*client, RendezvousPrefix("split", 1) + "/control", 0, 1,
                               {.timeout = milliseconds(30000)});
   ASSERT_TRUE(device.ok() && host.ok()) << device.status() << host.status();
   auto group = CreateSplitGroup(*std::move(host), *std::move(device));
