@@ -42,7 +42,7 @@ ABSL_FLAG(int32_t, block_size, 16, "KV block size B in tokens.");
 ABSL_FLAG(int32_t, interleave, 0,
           "KV interleave size I in tokens (divides block_size); 0 means I = block_size.");
 ABSL_FLAG(int64_t, num_kv_blocks, 0,
-          "KV blocks per rank; 0 sizes the pool from free memory (CPU: 1 GiB of KV).");
+          "KV blocks per rank (each holds block_size tokens of every layer); 0: 4096.");
 ABSL_FLAG(int32_t, max_batch_tokens, 2048, "Token budget of one engine step (chunked prefill).");
 ABSL_FLAG(int32_t, max_running_requests, 64, "Requests decoded together at most.");
 ABSL_FLAG(int32_t, collective_timeout_ms, 30000,
