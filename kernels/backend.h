@@ -54,6 +54,13 @@ class Backend {
   virtual absl::Status Copy(const Tensor& src, const Tensor& dst) = 0;
   // Waits for all queued work (no-op on CPU).
   virtual absl::Status Synchronize() = 0;
+  // Page-locks host memory [p, p + bytes) for fast, asynchronous copies to and from
+  // this device (CUDA: cudaHostRegister), until UnpinHostMemory(p). UNIMPLEMENTED
+  // where it means nothing (CPU).
+  virtual absl::Status PinHostMemory(void* /*p*/, size_t /*bytes*/) {
+    return absl::UnimplementedError("host memory pinning is not supported by this backend");
+  }
+  virtual void UnpinHostMemory(void* /*p*/) {}
 
   // ---- Dense ops ------------------------------------------------------------
   // out[t, :] = table[ids[t], :]. table [V, H] row-strided, ids int32 [T],

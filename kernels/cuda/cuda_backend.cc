@@ -288,6 +288,21 @@ absl::Status CudaBackend::Synchronize() {
   return CheckErrorFlag();
 }
 
+absl::Status CudaBackend::PinHostMemory(void* p, size_t bytes) {
+  CPSERVE_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_), "cudaSetDevice");
+  if (cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterDefault); e != cudaSuccess) {
+    cudaGetLastError();  // not sticky: the caller goes on with pageable memory
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cudaHostRegister of ", bytes, " bytes: ", cudaGetErrorString(e)));
+  }
+  return absl::OkStatus();
+}
+
+void CudaBackend::UnpinHostMemory(void* p) {
+  cudaSetDevice(device_);
+  cudaHostUnregister(p);
+}
+
 absl::StatusOr<Tensor> CudaBackend::Alloc(const Shape& shape, DType dtype) {
   return Tensor::Empty(shape, dtype, device());
 }

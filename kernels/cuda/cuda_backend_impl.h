@@ -40,6 +40,8 @@ class CudaBackend final : public Backend {
   absl::Status CopyToHost(const Tensor& src, const Tensor& dst) override;
   absl::Status Copy(const Tensor& src, const Tensor& dst) override;
   absl::Status Synchronize() override;
+  absl::Status PinHostMemory(void* p, size_t bytes) override;
+  void UnpinHostMemory(void* p) override;
 
   // dense_ops.cc
   absl::Status Embedding(const Tensor& table, const Tensor& ids, const Tensor& out) override;

@@ -216,7 +216,7 @@ void Engine::FinishOutgoing(const std::string& id, absl::Status status) {
     r.transfer_bytes = o.prompt_len * c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim *
                        static_cast<int64_t>(DTypeSize(backend_.ComputeDType()));
   }
-  // The path this push took (rank_transfers.h): "ucx-host", "ucx-host-staging", "cuda-ipc".
+  // The path this push took (rank_transfers.h): "cuda-ipc" or the UCX path.
   r.transport = transfers_ != nullptr ? transfers_->PushPath(o.target.transfer_id()) : "ucx";
   if (o.callback) o.callback(r);
 }

@@ -27,35 +27,47 @@ absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(
     const KvCacheView& cache, const CpLayout& layout, int rank, Backend* backend,
     const KvDirectCopierFactory& direct) {
   auto self = std::unique_ptr<RankTransfers>(new RankTransfers());
+  transfer::AgentOptions options;
+  options.name = absl::StrCat("cpserve-rank-", rank);
+  CPSERVE_ASSIGN_OR_RETURN(self->agent_, transfer::TransferAgent::Create(options));
   void* base = cache.base;
+  transfer::MemoryKind memory = transfer::MemoryKind::kHost;
   if (!cache.device.is_cpu()) {
     if (backend == nullptr || !(backend->device() == cache.device)) {
       return absl::InvalidArgumentError("a GPU KV cache needs its backend for host staging");
     }
-    const int64_t block_elems = cache.block_stride;
-    if (block_elems !=
-        cache.num_layers * 2 * cache.block_size * cache.num_kv_heads * cache.head_dim) {
-      return absl::UnimplementedError("host staging needs one contiguous region per KV block");
-    }
     self->backend_ = backend;
-    self->device_blocks_ =
-        Tensor::Borrow(cache.base, {cache.num_blocks, block_elems}, cache.dtype, cache.device);
-    CPSERVE_ASSIGN_OR_RETURN(self->mirror_,
-                             Tensor::Empty({cache.num_blocks, block_elems}, cache.dtype));
-    base = self->mirror_.raw();
+    if (self->agent_->cuda_memory_supported()) {
+      memory = transfer::MemoryKind::kCuda;  // UCX moves GPU memory itself
+      self->ucx_cuda_ = true;
+    } else {
+      const int64_t block_elems = cache.block_stride;
+      if (block_elems !=
+          cache.num_layers * 2 * cache.block_size * cache.num_kv_heads * cache.head_dim) {
+        return absl::UnimplementedError("host staging needs one contiguous region per KV block");
+      }
+      self->device_blocks_ =
+          Tensor::Borrow(cache.base, {cache.num_blocks, block_elems}, cache.dtype, cache.device);
+      CPSERVE_ASSIGN_OR_RETURN(self->mirror_,
+                               Tensor::Empty({cache.num_blocks, block_elems}, cache.dtype));
+      base = self->mirror_.raw();
+      if (const absl::Status pin = backend->PinHostMemory(base, self->mirror_.nbytes()); pin.ok()) {
+        self->pinned_ = std::unique_ptr<void, std::function<void(void*)>>(
+            base, [backend](void* p) { backend->UnpinHostMemory(p); });
+      } else {
+        LOG(WARNING) << "rank " << rank << ": KV staging mirror stays pageable: " << pin;
+      }
+    }
     if (direct) {
       absl::StatusOr<std::shared_ptr<transfer::DirectCopier>> copier = direct(cache);
       if (copier.ok()) {
         self->direct_ = *std::move(copier);
       } else {
         LOG(WARNING) << "rank " << rank << ": no direct KV copies (" << copier.status()
-                     << "); using host staging";
+                     << "); using " << self->path();
       }
     }
   }
-  transfer::AgentOptions options;
-  options.name = absl::StrCat("cpserve-rank-", rank);
-  CPSERVE_ASSIGN_OR_RETURN(self->agent_, transfer::TransferAgent::Create(options));
   transfer::KvRegion region;
   region.base = base;
   region.num_blocks = cache.num_blocks;
@@ -68,6 +80,7 @@ absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(
       static_cast<int>(cache.element_size())};
   region.layout.dtype = DTypeName(cache.dtype);
   region.rank = rank;
+  region.memory = memory;
   region.direct = self->direct_;
   CPSERVE_RETURN_IF_ERROR(self->agent_->RegisterKvRegion(region));
   // A zero-block reservation yields the destination fields of this rank.
@@ -157,9 +170,9 @@ int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
       req.block_ids.assign(ids.begin(), ids.end());
       req.deadline = Deadline(op.deadline_unix_us());
       req.direct = direct_ != nullptr && a.CanPushDirect(op.target());
-      if (req.direct) {
+      if (req.direct || ucx_cuda_) {
         // The prefill that wrote these blocks ran on the backend's stream; the
-        // direct copies (another stream) start after it has finished.
+        // direct copies (another stream) or UCX start after it has finished.
         if (const absl::Status sync = backend_->Synchronize(); !sync.ok()) return Failed(sync);
       } else if (staged()) {
         // The copy follows the prefill on the backend's stream and returns once the

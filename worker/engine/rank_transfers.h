@@ -3,24 +3,26 @@
 // (protos/cpserve/v1/step.proto). Every rank runs the same ops; outcome codes are
 // combined over the group (max) so the leader learns the pool-wide result.
 //
-// Transfer paths (path() names the one in use; logged at start):
+// Transfer paths (path() names the UCX one; logged at start):
 //  - "ucx-host": a host KV cache (CPU backend) is registered with UCX directly.
-//  - "ucx-host-staging": a GPU KV cache (Debian's UCX has no CUDA transports) is
-//    mirrored by a host buffer of the same layout, which UCX registers and the
-//    descriptors address. A push first copies the request's blocks device → host
-//    (on the backend's stream, after the prefill that wrote them); a receive, once
-//    every put has landed, copies the reserved blocks host → device before the
-//    request is marked ready. The mirror is ordinary host memory (the Backend API
-//    has no host-pinning hook yet), so copies run at pageable-memory rates.
+//  - "ucx-cuda": a GPU KV cache registered with UCX directly, when the UCX build has
+//    CUDA support (Debian's has not: never exercised here).
+//  - "ucx-pinned-staging" / "ucx-host-staging": otherwise a GPU KV cache is mirrored
+//    by a host buffer of the same layout, page-locked when the backend can
+//    (Backend::PinHostMemory), which UCX registers and the descriptors address. A
+//    push first copies the request's blocks device → host (on the backend's stream,
+//    after the prefill that wrote them); a receive, once every put has landed,
+//    copies the reserved blocks host → device before the request is marked ready.
 //  - "cuda-ipc": a GPU KV cache with a direct copier (EngineOptions::
 //    kv_direct_copier; cuda_ipc_copier.h). Receivers advertise their cache; a push
 //    whose every destination opens (same host) is copied GPU to GPU and skips the
-//    staging copies on both sides; other pushes stay on "ucx-host-staging". Chosen
+//    staging copies on both sides; other pushes take the UCX path above. Chosen
 //    per push; PushPath() reports the one a push took.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -53,8 +55,11 @@ class RankTransfers {
       const KvCacheView& cache, const CpLayout& layout, int rank, Backend* backend = nullptr,
       const KvDirectCopierFactory& direct = nullptr);
 
-  // "ucx-host" or "ucx-host-staging" (above): the UCX path.
-  const char* path() const { return staged() ? "ucx-host-staging" : "ucx-host"; }
+  // "ucx-host", "ucx-cuda", "ucx-pinned-staging" or "ucx-host-staging" (above).
+  const char* path() const {
+    if (staged()) return pinned_ != nullptr ? "ucx-pinned-staging" : "ucx-host-staging";
+    return ucx_cuda_ ? "ucx-cuda" : "ucx-host";
+  }
   // The path the push of `transfer_id` took on this rank ("cuda-ipc" or path()).
   std::string PushPath(const std::string& transfer_id) const;
 
@@ -79,6 +84,9 @@ class RankTransfers {
   Backend* backend_ = nullptr;
   Tensor device_blocks_;  // staged: the GPU cache as [num_blocks, block elements]
   Tensor mirror_;         // staged: its host mirror, same shape
+  // staged: unpins the mirror (declared after it, so it runs before the mirror goes).
+  std::unique_ptr<void, std::function<void(void*)>> pinned_;
+  bool ucx_cuda_ = false;  // the GPU cache is registered with UCX itself
   std::map<std::string, std::vector<int32_t>> receiving_;  // staged: reserved blocks per transfer
   v1::KvDestination template_;
   std::shared_ptr<transfer::DirectCopier> direct_;

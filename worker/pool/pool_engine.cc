@@ -26,8 +26,8 @@ EngineOptions ToEngineOptions(const PoolEngineOptions& o) {
   eo.max_batch_tokens = o.max_batch_tokens;
   eo.max_running = static_cast<int32_t>(std::min<int64_t>(o.max_running, o.max_batch_tokens));
   eo.partition_prefill = o.role == PoolRole::kPrefill;
-  // Pools hand KV over (DESIGN §5): a host KV cache directly, a GPU one through a
-  // host mirror (worker/engine/rank_transfers.h, path "ucx-host-staging").
+  // Pools hand KV over (DESIGN §5): a host KV cache directly, a GPU one through CUDA
+  // IPC on one host, else a (pinned) host mirror (worker/engine/rank_transfers.h).
   eo.enable_transfer = true;
 #ifdef CPSERVE_POOL_HAVE_CUDA_GRAPHS
   // GPU caches of ranks on one host exchange KV through CUDA IPC (cuda-ipc), others

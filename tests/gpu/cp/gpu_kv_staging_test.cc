@@ -1,5 +1,5 @@
 // KV transfer between engines whose KV caches live in GPU memory, through each path
-// of worker/engine/rank_transfers.h: host staging ("ucx-host-staging": device → host
+// of worker/engine/rank_transfers.h: host staging ("ucx-pinned-staging": device → host
 // mirror → UCX put → host mirror → device) and the direct copier ("cuda-ipc"; one
 // process here, so the peer pointer itself, GPU 0 → GPU 1 over NVLink; across
 // processes `cpserve up` on GPUs runs it through cudaIpcOpenMemHandle — see
@@ -91,7 +91,12 @@ TEST_P(GpuKvTransferTest, PrefillOnOneGpuDecodeOnAnotherMatchesOneGpu) {
     ASSERT_TRUE(r.status.ok()) << r.status;
     EXPECT_EQ(r.first_token, want[0]);
     EXPECT_GT(r.transfer_bytes, 0);
-    EXPECT_EQ(r.transport, direct ? "cuda-ipc" : "ucx-host-staging");
+    if (direct) {
+      EXPECT_EQ(r.transport, "cuda-ipc");
+    } else {  // pinned unless the host refuses to page-lock the mirror
+      EXPECT_TRUE(r.transport == "ucx-pinned-staging" || r.transport == "ucx-host-staging")
+          << r.transport;
+    }
     std::vector<int32_t> got = {r.first_token};
     absl::Notification done;
     absl::Status final_status;
