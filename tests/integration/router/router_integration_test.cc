@@ -3,17 +3,13 @@
 // admission, the PoolRegistry cycle, metrics; and the Generate happy path through a real
 // `cpserve decode` pool (and the disaggregated path with `cpserve prefill`) when the
 // binary provides them.
-#include <arpa/inet.h>
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <iostream>
-#include <regex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -22,6 +18,7 @@
 #include "google/protobuf/descriptor.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "tests/common/process_probe.h"
 #include "tests/common/subprocess.h"
 #include "worker/builtin/builtin_model.h"
 #include "worker/model/model_config.h"
@@ -31,43 +28,10 @@ namespace cpserve {
 namespace {
 
 using testing::BinaryPath;
+using testing::HttpGetMetrics;
 using testing::Subprocess;
+using testing::WaitForLine;
 using namespace std::chrono_literals;
-
-// Polls `out()` for `pattern` (first group returned) for up to `limit`.
-std::string WaitForLine(Subprocess& p, const std::string& pattern,
-                        std::chrono::milliseconds limit = 60s) {
-  const std::regex re(pattern);
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    std::smatch m;
-    const std::string out = p.Output();
-    if (std::regex_search(out, m, re)) return m[1];
-    if (!p.Running()) break;
-    std::this_thread::sleep_for(20ms);
-  }
-  return "";
-}
-
-// GET http://127.0.0.1:port/metrics.
-std::string HttpGetMetrics(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    if (write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      ssize_t n;
-      while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
-    }
-  }
-  close(fd);
-  return out;
-}
 
 class Router {
  public:

@@ -4,32 +4,31 @@
 // size limit) with a `cpserve decode` pool registered over mTLS, next to an insecure
 // router + pool whose output the secured one must reproduce. Certificates are made at
 // test time by scripts/make-certs.sh into a temporary directory.
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <fstream>
 #include <iostream>
 #include <memory>
-#include <regex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "cpserve/v1/generation.grpc.pb.h"
 #include "cpserve/v1/pool.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/common/process_probe.h"
 #include "tests/common/subprocess.h"
 
 namespace cpserve {
 namespace {
 
 using testing::BinaryPath;
+using testing::HttpGetMetrics;
 using testing::Subprocess;
+using testing::WaitForLine;
 using namespace std::chrono_literals;
 
 constexpr char kToken1[] = "tok-alpha-0123456789";
@@ -37,39 +36,6 @@ constexpr char kToken2[] = "tok-beta-9876543210";
 constexpr int kMaxPromptTokens = 64;
 constexpr int kMaxStreams = 2;
 constexpr int kMaxMessageBytes = 64 * 1024;
-
-std::string WaitForLine(Subprocess& p, const std::string& pattern,
-                        std::chrono::milliseconds limit = 60s) {
-  const std::regex re(pattern);
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    std::smatch m;
-    const std::string out = p.Output();
-    if (std::regex_search(out, m, re)) return m[1];
-    if (!p.Running()) break;
-    std::this_thread::sleep_for(20ms);
-  }
-  return "";
-}
-
-std::string HttpGetMetrics(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    if (write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      ssize_t n;
-      while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
-    }
-  }
-  close(fd);
-  return out;
-}
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
