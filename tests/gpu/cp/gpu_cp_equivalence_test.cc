@@ -29,12 +29,16 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "tests/common/logits_compare.h"
 #include "tests/common/subprocess.h"
 #include "worker/builtin/builtin_model.h"
 #include "worker/comm/rendezvous_service.h"
 
 namespace cpserve {
 namespace {
+
+using testing::RowError;
+using testing::TopTwoGap;
 
 constexpr int kBlock = 16;
 constexpr int kNewTokens = 32;
@@ -133,31 +137,6 @@ class GpuCpEquivalenceTest : public ::testing::Test {
     std::filesystem::remove(requests);
     std::filesystem::remove(out);
     return run;
-  }
-
-  // Max |got − want| / max |want| of one logits row.
-  static double RowError(const std::vector<float>& got, const std::vector<float>& want) {
-    double diff = 0, scale = 1e-30;
-    for (size_t v = 0; v < want.size(); ++v) {
-      diff = std::max(diff, std::fabs(double{got[v]} - want[v]));
-      scale = std::max(scale, std::fabs(double{want[v]}));
-    }
-    return diff / scale;
-  }
-
-  // (largest − second largest) / max |row| of a logits row.
-  static double TopTwoGap(const std::vector<float>& row) {
-    double a = -1e30, b = -1e30, scale = 1e-30;
-    for (float x : row) {
-      if (x > a) {
-        b = a;
-        a = x;
-      } else if (x > b) {
-        b = x;
-      }
-      scale = std::max(scale, std::fabs(double{x}));
-    }
-    return (a - b) / scale;
   }
 
   void ExpectEquivalent(const PoolRun& want, const PoolRun& got, const std::string& what) {

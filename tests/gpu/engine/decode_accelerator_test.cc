@@ -22,6 +22,7 @@
 #include "cpserve/v1/step.pb.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/common/logits_compare.h"
 #include "worker/builtin/builtin_model.h"
 #include "worker/cp/cp_attention.h"
 #include "worker/engine/decode_step_accelerator.h"
@@ -224,29 +225,8 @@ class DecodeAcceleratorEngineTest : public ::testing::Test {
   std::vector<std::vector<int32_t>> prompts_;
 };
 
-double RowError(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, scale = 1e-30;
-  for (size_t v = 0; v < want.size(); ++v) {
-    diff = std::max(diff, std::fabs(double{got[v]} - want[v]));
-    scale = std::max(scale, std::fabs(double{want[v]}));
-  }
-  return diff / scale;
-}
-
-// (largest − second largest) / max |row| of a logits row.
-double TopTwoGap(const std::vector<float>& row) {
-  double a = -1e30, b = -1e30, scale = 1e-30;
-  for (float x : row) {
-    if (x > a) {
-      b = a;
-      a = x;
-    } else if (x > b) {
-      b = x;
-    }
-    scale = std::max(scale, std::fabs(double{x}));
-  }
-  return (a - b) / scale;
-}
+using testing::RowError;
+using testing::TopTwoGap;
 
 constexpr double kFp32Tolerance = 1e-4;
 

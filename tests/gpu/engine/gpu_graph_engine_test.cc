@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "tests/common/logits_compare.h"
 #include "worker/builtin/builtin_model.h"
 #include "worker/engine/cuda_graph_accelerator.h"
 #include "worker/engine/engine.h"
@@ -87,28 +88,8 @@ std::vector<Stream> RunStaggered(Engine& e, const std::vector<std::vector<int32_
   return out;
 }
 
-double RowError(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, scale = 1e-30;
-  for (size_t v = 0; v < want.size(); ++v) {
-    diff = std::max(diff, std::fabs(double{got[v]} - want[v]));
-    scale = std::max(scale, std::fabs(double{want[v]}));
-  }
-  return diff / scale;
-}
-
-double TopTwoGap(const std::vector<float>& row) {
-  double a = -1e30, b = -1e30, scale = 1e-30;
-  for (float x : row) {
-    if (x > a) {
-      b = a;
-      a = x;
-    } else if (x > b) {
-      b = x;
-    }
-    scale = std::max(scale, std::fabs(double{x}));
-  }
-  return (a - b) / scale;
-}
+using testing::RowError;
+using testing::TopTwoGap;
 
 std::string ModelDir(const std::string& name) {
   const std::string dir = ::testing::TempDir() + "/" + name;
