@@ -26,9 +26,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "tests/common/rank_tool.h"
 #include "worker/builtin/builtin_model.h"
 #include "worker/comm/rendezvous_client.h"
 #include "worker/comm/rendezvous_service.h"
@@ -38,21 +38,8 @@
 
 namespace {
 
-std::string Arg(int argc, char** argv, const std::string& name, const std::string& def = "") {
-  const std::string prefix = "--" + name + "=";
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a.rfind(prefix, 0) == 0) return a.substr(prefix.size());
-    if (a == "--" + name) return "1";
-  }
-  return def;
-}
-int IntArg(int argc, char** argv, const std::string& name, int def) {
-  int v = def;
-  const std::string s = Arg(argc, argv, name);
-  if (!s.empty() && !absl::SimpleAtoi(s, &v)) std::exit(2);
-  return v;
-}
+using cpserve::testing::Arg;
+using cpserve::testing::IntArg;
 
 int Fail(const std::string& what, const absl::Status& s) {
   std::cerr << "gpu_cp_rank: " << what << ": " << s << "\n";
@@ -112,18 +99,10 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  std::ifstream in(Arg(argc, argv, "requests"));
-  std::vector<std::vector<int32_t>> prompts;
-  std::vector<int> max_tokens;
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream ls(line);
-    int mt = 0;
-    ls >> mt;
-    std::vector<int32_t> ids;
-    for (int32_t id; ls >> id;) ids.push_back(id);
-    prompts.push_back(ids);
-    max_tokens.push_back(mt);
-  }
+  cpserve::testing::RankRequests requests =
+      cpserve::testing::ReadRankRequests(Arg(argc, argv, "requests"));
+  std::vector<std::vector<int32_t>>& prompts = requests.prompts;
+  std::vector<int>& max_tokens = requests.max_tokens;
   auto engine = Engine::Create(*weights, **backend, options, group.get());
   if (!engine.ok()) return Fail("engine", engine.status());
   const size_t n = prompts.size();
@@ -164,15 +143,7 @@ int main(int argc, char** argv) {
   std::ofstream out(Arg(argc, argv, "out"));
   for (size_t i = 0; i < n; ++i) {
     if (!status[i].ok()) return Fail(absl::StrCat("request ", i), status[i]);
-    out << "tokens";
-    for (int32_t t : tokens[i]) out << " " << t;
-    out << "\n";
-    for (const auto& row : logits[i]) {
-      out << "logits";
-      out.precision(9);
-      for (float v : row) out << " " << v;
-      out << "\n";
-    }
+    cpserve::testing::WriteRankResult(out, tokens[i], logits[i]);
   }
   out << "seconds " << seconds << "\n";
   out << "first_token_s " << *std::max_element(first_token_s.begin(), first_token_s.end()) << "\n";
