@@ -82,6 +82,49 @@ TEST(BenchReportTest, AggregatesCountsLatenciesAndGoodput) {
   EXPECT_NE(table.find("WARNING"), std::string::npos);
 }
 
+// Disaggregated requests carry the router's prefill / transfer timings: summarised
+// over OK requests that report a transport, rate = bytes / transfer time; a run without
+// them has no such section.
+TEST(BenchReportTest, TransferTimingsOfDisaggregatedRequests) {
+  RunConfig c;
+  std::vector<RequestRecord> recs = {Record(0, "OK", 10, {1}, 2), Record(1, "OK", 20, {1}, 2),
+                                     Record(2, "OK", 30, {1}, 2),
+                                     Record(3, "UNAVAILABLE", 0, {}, 2)};
+  const auto disaggregated = [](RequestRecord& r, double prefill, double ms, int64_t bytes,
+                                const std::string& transport) {
+    r.server_prefill_ms = prefill;
+    r.transfer_ms = ms;
+    r.transfer_bytes = bytes;
+    r.transport = transport;
+  };
+  disaggregated(recs[0], 8, 2, int64_t{4} << 20, "cuda-ipc");    // 2.097152 GB/s
+  disaggregated(recs[1], 16, 4, int64_t{16} << 20, "cuda-ipc");  // 4.194304 GB/s
+  disaggregated(recs[3], 1, 1, 1, "ucx-pinned-staging");         // failed: not counted
+  const BenchReport rep = BuildReport(c, recs, 1.0, 1);          // recs[2]: local path
+  EXPECT_EQ(rep.transports.size(), 1u);
+  EXPECT_EQ(rep.transports.at("cuda-ipc"), 2);
+  EXPECT_EQ(rep.transfer_ms.count, 2);
+  EXPECT_DOUBLE_EQ(rep.transfer_ms.mean, 3);
+  EXPECT_DOUBLE_EQ(rep.server_prefill_ms.max, 16);
+  EXPECT_DOUBLE_EQ(rep.transfer_gb_per_s.min, 4194304 / 2.0 / 1e6);
+  EXPECT_DOUBLE_EQ(rep.transfer_gb_per_s.max, 16777216 / 4.0 / 1e6);
+  const nlohmann::json j = ReportToJson(rep, true);
+  EXPECT_EQ(j["transports"]["cuda-ipc"], 2);
+  EXPECT_DOUBLE_EQ(j["transfer_ms"]["mean"].get<double>(), 3.0);
+  EXPECT_EQ(j["request_records"][0]["transport"], "cuda-ipc");
+  EXPECT_FALSE(j["request_records"][2].contains("transport"));
+  const std::string table = FormatReport(rep);
+  EXPECT_NE(table.find("KV transfer GB/s"), std::string::npos) << table;
+  EXPECT_NE(table.find("KV transports: cuda-ipc x2"), std::string::npos) << table;
+
+  recs.pop_back();
+  for (RequestRecord& r : recs) r.transport.clear();
+  const BenchReport local = BuildReport(c, recs, 1.0, 1);
+  EXPECT_TRUE(local.transports.empty());
+  EXPECT_FALSE(ReportToJson(local, false).contains("transfer_ms"));
+  EXPECT_EQ(FormatReport(local).find("KV transfer"), std::string::npos);
+}
+
 TEST(BenchReportTest, RandomRecordsMatchAPooledReference) {
   std::mt19937_64 rng(12);
   std::uniform_real_distribution<double> ms(0.1, 30);
