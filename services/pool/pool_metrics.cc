@@ -1,5 +1,7 @@
 #include "services/pool/pool_metrics.h"
 
+#include <map>
+
 #include "absl/strings/str_cat.h"
 
 namespace cpserve::services {
@@ -39,16 +41,16 @@ PoolMetrics::PoolMetrics(prometheus::Registry& registry, const std::string& pool
               .Add({}, LatencyBuckets());
   transfer_bytes_ = &BuildCounter()
                          .Name("cpserve_pool_transfer_bytes_total")
-                         .Help("KV bytes pushed to decode pools.")
+                         .Help(
+                             "KV bytes pushed to decode pools, by transport (cuda-ipc, "
+                             "ucx-pinned-staging, ucx-host-staging, ucx-cuda, ucx-host).")
                          .Labels(labels)
-                         .Register(registry)
-                         .Add({});
+                         .Register(registry);
   transfer_seconds_ = &BuildHistogram()
                            .Name("cpserve_pool_transfer_seconds")
-                           .Help("Time of one request's KV transfer.")
+                           .Help("Time of one request's KV transfer, by transport.")
                            .Labels(labels)
-                           .Register(registry)
-                           .Add({}, LatencyBuckets());
+                           .Register(registry);
   auto& gauges = BuildGauge()
                      .Name("cpserve_pool_load")
                      .Help("Load of the pool's engine (kind: queued, running, active_rpcs).")
@@ -73,9 +75,10 @@ void PoolMetrics::RequestDone(const std::string& rpc, absl::StatusCode code) {
 void PoolMetrics::ObserveTimeToFirstToken(double seconds) { ttft_->Observe(seconds); }
 void PoolMetrics::ObserveInterTokenLatency(double seconds) { itl_->Observe(seconds); }
 
-void PoolMetrics::ObserveTransfer(int64_t bytes, double seconds) {
-  transfer_bytes_->Increment(static_cast<double>(bytes));
-  transfer_seconds_->Observe(seconds);
+void PoolMetrics::ObserveTransfer(const std::string& transport, int64_t bytes, double seconds) {
+  const std::map<std::string, std::string> label = {{"transport", transport}};
+  transfer_bytes_->Add(label).Increment(static_cast<double>(bytes));
+  transfer_seconds_->Add(label, LatencyBuckets()).Observe(seconds);
 }
 
 void PoolMetrics::SetLoad(const EngineStats& stats, int64_t active_rpcs) {

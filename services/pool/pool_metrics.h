@@ -28,7 +28,8 @@ class PoolMetrics {
   void RequestDone(const std::string& rpc, absl::StatusCode code);
   void ObserveTimeToFirstToken(double seconds);
   void ObserveInterTokenLatency(double seconds);
-  void ObserveTransfer(int64_t bytes, double seconds);
+  // One finished KV push, by the path it took ("cuda-ipc", "ucx-pinned-staging", ...).
+  void ObserveTransfer(const std::string& transport, int64_t bytes, double seconds);
   // Engine load and the RPCs in flight on this rank.
   void SetLoad(const EngineStats& stats, int64_t active_rpcs);
 
@@ -36,8 +37,8 @@ class PoolMetrics {
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Histogram* ttft_;
   prometheus::Histogram* itl_;
-  prometheus::Counter* transfer_bytes_;
-  prometheus::Histogram* transfer_seconds_;
+  prometheus::Family<prometheus::Counter>* transfer_bytes_;      // label transport
+  prometheus::Family<prometheus::Histogram>* transfer_seconds_;  // label transport
   prometheus::Gauge* queue_depth_;
   prometheus::Gauge* running_;
   prometheus::Gauge* active_rpcs_;

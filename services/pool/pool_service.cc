@@ -226,7 +226,7 @@ class PrefillReactor final : public grpc::ServerUnaryReactor, public AbortableCa
         response_->set_transfer_bytes(r.transfer_bytes);
         response_->set_transport(r.transport);
         core_->metrics().ObserveTimeToFirstToken(Seconds(Clock::now() - start_));
-        core_->metrics().ObserveTransfer(r.transfer_bytes, r.transfer_us * 1e-6);
+        core_->metrics().ObserveTransfer(r.transport, r.transfer_bytes, r.transfer_us * 1e-6);
       }
     }
     FinishWith(r.status);

@@ -180,6 +180,10 @@ TEST(ClusterLoadE2eTest, ConcurrentStreamsCancelAndDeadlineOnPcp2Dcp2) {
   const StreamResult cancelled = Generate(*stub, long_prompt, 3000, 120s, /*cancel_after=*/3);
   EXPECT_EQ(cancelled.status.error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_LT(cancelled.tokens.size(), 3000u);
+  // Its KV went over UCX from host memory, and the pool says so.
+  EXPECT_GT(Metric(Scrape(c.metrics["prefill"]), "cpserve_pool_transfer_bytes_total",
+                   "transport=\"ucx-host\""),
+            0);
   EXPECT_TRUE(KvBackToBaseline(c.metrics["prefill"]));
   EXPECT_TRUE(KvBackToBaseline(c.metrics["decode"]));
 
