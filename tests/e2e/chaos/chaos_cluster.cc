@@ -244,6 +244,8 @@ void ChaosCluster::Supervise() {
               ++pool.counters.known_ucx_aborts;
             } else if (!pool.restarting || code >= 128) {
               ++pool.counters.unexpected_exits;
+              absl::StrAppend(&pool.counters.unexpected_detail, " rank ", r, " exit ", code,
+                              pool.restarting ? " (pool already broken)" : " (pool healthy)");
             }
           }
           if (!pool.restarting) {

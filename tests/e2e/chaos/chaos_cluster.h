@@ -42,7 +42,10 @@ struct ClusterOptions {
   int num_kv_blocks = 512;
   int heartbeat_interval_ms = 100;
   int heartbeat_timeout_ms = 1000;
-  int collective_timeout_ms = 5000;
+  // Below the pools' default (30 s) but above the few seconds a surviving rank's UCX 1.13
+  // agent can take to give up on a killed peer of the other pool (a decode rank stalled
+  // ~6 s after a prefill rank died mid-transfer; at 5 s that broke the decode pool).
+  int collective_timeout_ms = 15000;
   // A broken pool's surviving ranks must exit within this; else they are killed and
   // the pool counts a "stuck" rank.
   std::chrono::milliseconds exit_limit{20000};
@@ -55,6 +58,7 @@ struct PoolCounters {
   int stuck_ranks = 0;  // survivors that did not exit within exit_limit
   // Ranks that died without a kill (or crashed after their pool broke), other than:
   int unexpected_exits = 0;
+  std::string unexpected_detail;  // per unexpected exit: rank, exit code, ms after start
   // UCX 1.13's over-strict assertion when a peer dies during wireup (SIGABRT in
   // ucp_request_send_state_ff, "got REP message"; removed upstream in openucx/ucx#8175).
   int known_ucx_aborts = 0;

@@ -323,8 +323,9 @@ TEST(ChaosE2eTest, NothingIsLostWhileRanksAreKilledAndPoolsRestarted) {
     if (EnvInt("CPSERVE_CHAOS_STRICT_UCX", 0) != 0) {
       EXPECT_EQ(c.known_ucx_aborts, 0) << pool << ": ranks aborted by UCX's wireup assertion";
     }
-    EXPECT_EQ(c.unexpected_exits, 0) << pool << ": ranks that died without a kill\n"
-                                     << cluster.Logs();
+    EXPECT_EQ(c.unexpected_exits, 0)
+        << pool << ": ranks that died without a kill:" << c.unexpected_detail << "\n"
+        << cluster.Logs();
   }
 
   // ---- after the chaos the cluster serves correctly again ----
