@@ -50,13 +50,8 @@ absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(
           Tensor::Borrow(cache.base, {cache.num_blocks, block_elems}, cache.dtype, cache.device);
       CPSERVE_ASSIGN_OR_RETURN(self->mirror_,
                                Tensor::Empty({cache.num_blocks, block_elems}, cache.dtype));
-      base = self->mirror_.raw();
-      if (const absl::Status pin = backend->PinHostMemory(base, self->mirror_.nbytes()); pin.ok()) {
-        self->pinned_ = std::unique_ptr<void, std::function<void(void*)>>(
-            base, [backend](void* p) { backend->UnpinHostMemory(p); });
-      } else {
-        LOG(WARNING) << "rank " << rank << ": KV staging mirror stays pageable: " << pin;
-      }
+      base = self->mirror_.raw();  // untouched, so it costs no memory until staging runs
+      self->rank_ = rank;
     }
     if (direct) {
       absl::StatusOr<std::shared_ptr<transfer::DirectCopier>> copier = direct(cache);
@@ -97,7 +92,23 @@ absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(
   return self;
 }
 
+void RankTransfers::PinMirrorOnce() {
+  if (pin_tried_) return;
+  pin_tried_ = true;
+  void* base = mirror_.raw();
+  if (const absl::Status pin = backend_->PinHostMemory(base, mirror_.nbytes()); pin.ok()) {
+    Backend* backend = backend_;
+    pinned_ = std::unique_ptr<void, std::function<void(void*)>>(
+        base, [backend](void* p) { backend->UnpinHostMemory(p); });
+    LOG(INFO) << "rank " << rank_ << ": KV staging mirror page-locked (" << (mirror_.nbytes() >> 20)
+              << " MiB)";
+  } else {
+    LOG(WARNING) << "rank " << rank_ << ": KV staging mirror stays pageable: " << pin;
+  }
+}
+
 absl::Status RankTransfers::CopyBlocks(std::vector<int32_t> ids, bool to_host) {
+  PinMirrorOnce();
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   const int64_t n = device_blocks_.dim(0);

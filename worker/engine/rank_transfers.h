@@ -8,8 +8,10 @@
 //  - "ucx-cuda": a GPU KV cache registered with UCX directly, when the UCX build has
 //    CUDA support (Debian's has not: never exercised here).
 //  - "ucx-pinned-staging" / "ucx-host-staging": otherwise a GPU KV cache is mirrored
-//    by a host buffer of the same layout, page-locked when the backend can
-//    (Backend::PinHostMemory), which UCX registers and the descriptors address. A
+//    by a host buffer of the same layout, which UCX registers and the descriptors
+//    address; the first staged copy page-locks it when the backend can
+//    (Backend::PinHostMemory; pools whose pushes all go through CUDA IPC never pay
+//    that host memory, since the untouched mirror is never faulted in). A
 //    push first copies the request's blocks device → host (on the backend's stream,
 //    after the prefill that wrote them); a receive, once every put has landed,
 //    copies the reserved blocks host → device before the request is marked ready.
@@ -86,6 +88,9 @@ class RankTransfers {
   Tensor mirror_;         // staged: its host mirror, same shape
   // staged: unpins the mirror (declared after it, so it runs before the mirror goes).
   std::unique_ptr<void, std::function<void(void*)>> pinned_;
+  bool pin_tried_ = false;
+  int rank_ = 0;
+  void PinMirrorOnce();    // staged: before the first copy through the mirror
   bool ucx_cuda_ = false;  // the GPU cache is registered with UCX itself
   std::map<std::string, std::vector<int32_t>> receiving_;  // staged: reserved blocks per transfer
   v1::KvDestination template_;
