@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/common/logits_compare.h"
+#include "tests/common/staggered_streams.h"
 #include "worker/builtin/builtin_model.h"
 #include "worker/cp/cp_attention.h"
 #include "worker/engine/decode_step_accelerator.h"
@@ -156,52 +157,8 @@ class RefusingAccelerator final : public DecodeStepAccelerator {
   int graphs_captured() const override { return 0; }
 };
 
-struct Stream {
-  std::vector<int32_t> tokens;
-  std::vector<std::vector<float>> logits;
-  absl::Status status;
-  bool done = false;
-};
-
-// Generates greedily for every prompt; prompt i + 1 arrives once prompt i has 3 tokens.
-std::vector<Stream> RunStaggered(Engine& e, const std::vector<std::vector<int32_t>>& prompts,
-                                 int n) {
-  std::vector<Stream> out(prompts.size());
-  absl::Mutex mu;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerationParams p;
-    p.max_tokens = n;
-    p.ignore_eos = true;
-    p.return_logits = true;
-    Stream* r = &out[i];
-    const absl::Status submitted =
-        e.Submit("r" + std::to_string(i), prompts[i], p, [r, &mu](const TokenEvent& ev) {
-          absl::MutexLock lock(&mu);
-          if (ev.token >= 0) {
-            r->tokens.push_back(ev.token);
-            r->logits.push_back(ev.logits);
-          }
-          if (ev.finished) {
-            r->status = ev.status;
-            r->done = true;
-          }
-        });
-    EXPECT_TRUE(submitted.ok()) << submitted;
-    absl::MutexLock lock(&mu);
-    if (!submitted.ok()) {
-      r->status = submitted;
-      r->done = true;
-    }
-    mu.Await(absl::Condition(
-        +[](Stream* s) { return s->done || s->tokens.size() >= 3; }, r));
-  }
-  absl::MutexLock lock(&mu);
-  for (Stream& s : out) {
-    mu.Await(absl::Condition(
-        +[](Stream* x) { return x->done; }, &s));
-  }
-  return out;
-}
+using testing::RunStaggered;
+using testing::Stream;
 
 class DecodeAcceleratorEngineTest : public ::testing::Test {
  protected:
@@ -235,7 +192,7 @@ TEST_F(DecodeAcceleratorEngineTest, RoutedDecodeStepsMatchTheNormalPath) {
   plain.max_batch_tokens = 64;  // the 90-token prompt prefills in two chunks
   auto reference = Engine::Create(weights_, *backend_, plain);
   ASSERT_TRUE(reference.ok()) << reference.status();
-  const std::vector<Stream> want = RunStaggered(**reference, prompts_, 12);
+  const std::vector<Stream> want = RunStaggered(**reference, prompts_, 12, 3);
   EXPECT_EQ((*reference)->Stats().accelerated_steps, 0);
 
   EngineOptions routed = plain;
@@ -248,7 +205,7 @@ TEST_F(DecodeAcceleratorEngineTest, RoutedDecodeStepsMatchTheNormalPath) {
   };
   auto engine = Engine::Create(weights_, *backend_, routed);
   ASSERT_TRUE(engine.ok()) << engine.status();
-  const std::vector<Stream> got = RunStaggered(**engine, prompts_, 12);
+  const std::vector<Stream> got = RunStaggered(**engine, prompts_, 12, 3);
   const EngineStats stats = (*engine)->Stats();
   std::cout << "accelerated " << stats.accelerated_steps << " of " << stats.steps << " steps\n";
   EXPECT_GT(stats.accelerated_steps, 0) << "no step went through the accelerator";
@@ -272,7 +229,7 @@ TEST_F(DecodeAcceleratorEngineTest, RoutedDecodeStepsMatchTheNormalPath) {
   routed.cuda_graphs = false;
   auto off = Engine::Create(weights_, *backend_, routed);
   ASSERT_TRUE(off.ok()) << off.status();
-  const std::vector<Stream> got_off = RunStaggered(**off, {prompts_[0], prompts_[1]}, 4);
+  const std::vector<Stream> got_off = RunStaggered(**off, {prompts_[0], prompts_[1]}, 4, 3);
   EXPECT_EQ((*off)->Stats().accelerated_steps, 0) << "cuda_graphs = false must turn routing off";
   for (const Stream& r : got_off) {
     EXPECT_TRUE(r.status.ok()) << r.status;
@@ -299,7 +256,7 @@ TEST_F(DecodeAcceleratorEngineTest, FactoryAndDecodeErrors) {
   };
   auto none = Engine::Create(weights_, *backend_, o);
   ASSERT_TRUE(none.ok()) << none.status();
-  const std::vector<Stream> got = RunStaggered(**none, {prompts_[2]}, 4);
+  const std::vector<Stream> got = RunStaggered(**none, {prompts_[2]}, 4, 3);
   EXPECT_TRUE(got[0].status.ok()) << got[0].status;
   EXPECT_EQ(got[0].tokens.size(), 4u);
   EXPECT_EQ((*none)->Stats().accelerated_steps, 0);
@@ -312,7 +269,7 @@ TEST_F(DecodeAcceleratorEngineTest, FactoryAndDecodeErrors) {
   };
   auto refusing = Engine::Create(weights_, *backend_, o);
   ASSERT_TRUE(refusing.ok()) << refusing.status();
-  const std::vector<Stream> ended = RunStaggered(**refusing, {prompts_[1]}, 4);
+  const std::vector<Stream> ended = RunStaggered(**refusing, {prompts_[1]}, 4, 3);
   EXPECT_EQ(ended[0].status.code(), absl::StatusCode::kUnavailable) << ended[0].status;
   EXPECT_EQ(ended[0].tokens.size(), 1u) << "the prefill step samples the first token";
   EXPECT_TRUE((*refusing)->healthy());

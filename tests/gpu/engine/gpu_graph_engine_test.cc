@@ -25,6 +25,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "tests/common/logits_compare.h"
+#include "tests/common/staggered_streams.h"
 #include "worker/builtin/builtin_model.h"
 #include "worker/engine/cuda_graph_accelerator.h"
 #include "worker/engine/engine.h"
@@ -37,56 +38,8 @@ constexpr double kTolerance = 6e-2;  // whole-model bf16 logits
 constexpr double kNearTie = 2e-2;    // top-2 logit gap / max |logit| of a near-tie
 constexpr int kNewTokens = 24;
 
-struct Stream {
-  std::vector<int32_t> tokens;
-  std::vector<std::vector<float>> logits;
-  absl::Status status;
-  bool done = false;
-};
-
-// Prompt i + 1 is submitted once prompt i has `gap` tokens (or ended).
-std::vector<Stream> RunStaggered(Engine& e, const std::vector<std::vector<int32_t>>& prompts,
-                                 size_t gap) {
-  std::vector<Stream> out(prompts.size());
-  absl::Mutex mu;
-  struct Wait {
-    Stream* s;
-    size_t n;
-  };
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerationParams p;
-    p.max_tokens = kNewTokens;
-    p.ignore_eos = true;
-    p.return_logits = true;
-    Stream* r = &out[i];
-    const absl::Status submitted =
-        e.Submit("r" + std::to_string(i), prompts[i], p, [r, &mu](const TokenEvent& ev) {
-          absl::MutexLock lock(&mu);
-          if (ev.token >= 0) {
-            r->tokens.push_back(ev.token);
-            r->logits.push_back(ev.logits);
-          }
-          if (ev.finished) {
-            r->status = ev.status;
-            r->done = true;
-          }
-        });
-    EXPECT_TRUE(submitted.ok()) << submitted;
-    Wait w{r, gap};
-    absl::MutexLock lock(&mu);
-    if (!submitted.ok()) {
-      r->status = submitted;
-      r->done = true;
-    }
-    mu.Await(absl::Condition(
-        +[](Wait* x) { return x->s->done || x->s->tokens.size() >= x->n; }, &w));
-  }
-  absl::MutexLock lock(&mu);
-  for (Stream& s : out)
-    mu.Await(absl::Condition(
-        +[](Stream* x) { return x->done; }, &s));
-  return out;
-}
+using testing::RunStaggered;
+using testing::Stream;
 
 using testing::RowError;
 using testing::TopTwoGap;
@@ -123,7 +76,7 @@ TEST(GpuGraphEngineTest, GraphDecodeStepsMatchTheOpByOpEngine) {
   o.cuda_graphs = false;
   absl::StatusOr<std::unique_ptr<Engine>> plain = Engine::Create(*dev, **gpu, o);
   ASSERT_TRUE(plain.ok()) << plain.status();
-  const std::vector<Stream> want = RunStaggered(**plain, prompts, 2);
+  const std::vector<Stream> want = RunStaggered(**plain, prompts, kNewTokens, 2);
   const EngineStats plain_stats = (*plain)->Stats();
   EXPECT_EQ(plain_stats.accelerated_steps, 0) << "cuda_graphs = false still used graphs";
   EXPECT_EQ(plain_stats.graphs_captured, 0);
@@ -132,7 +85,7 @@ TEST(GpuGraphEngineTest, GraphDecodeStepsMatchTheOpByOpEngine) {
   o.cuda_graphs = true;
   absl::StatusOr<std::unique_ptr<Engine>> graphs = Engine::Create(*dev, **gpu, o);
   ASSERT_TRUE(graphs.ok()) << graphs.status();
-  const std::vector<Stream> got = RunStaggered(**graphs, prompts, 2);
+  const std::vector<Stream> got = RunStaggered(**graphs, prompts, kNewTokens, 2);
   const EngineStats stats = (*graphs)->Stats();
   std::cout << "graph engine: " << stats.accelerated_steps << " of " << stats.steps
             << " steps through CUDA graphs, " << stats.graphs_captured
@@ -182,7 +135,7 @@ TEST(GpuGraphEngineTest, CpuBackendTakesTheNormalPath) {
   o.decode_accelerator = CudaGraphAcceleratorFactory();
   absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Create(*host, *cpu, o);
   ASSERT_TRUE(e.ok()) << e.status();
-  const std::vector<Stream> got = RunStaggered(**e, {{1, 2, 3}, {4}}, 1);
+  const std::vector<Stream> got = RunStaggered(**e, {{1, 2, 3}, {4}}, kNewTokens, 1);
   for (const Stream& s : got) {
     EXPECT_TRUE(s.status.ok()) << s.status;
     EXPECT_EQ(s.tokens.size(), static_cast<size_t>(kNewTokens));
