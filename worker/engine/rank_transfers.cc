@@ -39,7 +39,6 @@ absl::StatusOr<std::unique_ptr<RankTransfers>> RankTransfers::Create(
     self->backend_ = backend;
     if (self->agent_->cuda_memory_supported()) {
       memory = transfer::MemoryKind::kCuda;  // UCX moves GPU memory itself
-      self->ucx_cuda_ = true;
     } else {
       const int64_t block_elems = cache.block_stride;
       if (block_elems !=
@@ -181,7 +180,7 @@ int32_t RankTransfers::RunOne(const v1::TransferOp& op, int rank) {
       req.block_ids.assign(ids.begin(), ids.end());
       req.deadline = Deadline(op.deadline_unix_us());
       req.direct = direct_ != nullptr && a.CanPushDirect(op.target());
-      if (req.direct || ucx_cuda_) {
+      if (req.direct || ucx_cuda()) {
         // The prefill that wrote these blocks ran on the backend's stream; the
         // direct copies (another stream) or UCX start after it has finished.
         if (const absl::Status sync = backend_->Synchronize(); !sync.ok()) return Failed(sync);

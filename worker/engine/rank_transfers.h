@@ -60,7 +60,7 @@ class RankTransfers {
   // "ucx-host", "ucx-cuda", "ucx-pinned-staging" or "ucx-host-staging" (above).
   const char* path() const {
     if (staged()) return pinned_ != nullptr ? "ucx-pinned-staging" : "ucx-host-staging";
-    return ucx_cuda_ ? "ucx-cuda" : "ucx-host";
+    return ucx_cuda() ? "ucx-cuda" : "ucx-host";
   }
   // The path the push of `transfer_id` took on this rank ("cuda-ipc" or path()).
   std::string PushPath(const std::string& transfer_id) const;
@@ -78,6 +78,8 @@ class RankTransfers {
  private:
   int32_t RunOne(const v1::TransferOp& op, int rank);
   bool staged() const { return mirror_.defined(); }
+  // A GPU cache (backend_ is set for those) registered with UCX itself.
+  bool ucx_cuda() const { return backend_ != nullptr && !staged(); }
   // Copies blocks between the GPU cache and the host mirror (staged path only),
   // coalescing runs of consecutive block ids.
   absl::Status CopyBlocks(std::vector<int32_t> ids, bool to_host);
@@ -90,8 +92,7 @@ class RankTransfers {
   std::unique_ptr<void, std::function<void(void*)>> pinned_;
   bool pin_tried_ = false;
   int rank_ = 0;
-  void PinMirrorOnce();    // staged: before the first copy through the mirror
-  bool ucx_cuda_ = false;  // the GPU cache is registered with UCX itself
+  void PinMirrorOnce();  // staged: before the first copy through the mirror
   std::map<std::string, std::vector<int32_t>> receiving_;  // staged: reserved blocks per transfer
   v1::KvDestination template_;
   std::shared_ptr<transfer::DirectCopier> direct_;
